@@ -1,0 +1,372 @@
+// Package actor implements the mailbox actor: one goroutine per mailbox that
+// alone owns its queue and its parked long-poll waiters, and serves post /
+// get / requeue / sweep / evict / stop commands arriving on its inbox.
+package actor
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+)
+
+// Stats are server-wide counters that every mailbox updates; metrics and
+// /health read them without asking any actor.
+type Stats struct {
+	Posted, Delivered, Requeued atomic.Uint64
+	EvictedTTL, EvictedMemory   atomic.Uint64
+	QueuedMessages, QueuedBytes atomic.Int64
+}
+
+// Options configure one mailbox actor.
+type Options struct {
+	MaxQueueLength int
+	TTL            time.Duration
+	Now            func() time.Time
+	Stats          *Stats
+	// FirstSeq is the sequence of the first message posted here (R1.7).
+	FirstSeq uint64
+	// Restore holds messages carried over from a state file, oldest first;
+	// their sequences must be below FirstSeq.
+	Restore []Message
+	// OnStop runs on the actor's goroutine just before Done closes; the
+	// supervisor unregisters the mailbox there, so that nobody finds a
+	// stopped actor once Done is closed.
+	OnStop func(*Mailbox)
+}
+
+// Mailbox is the handle to one mailbox actor. Its methods may be called from
+// any goroutine; each turns into a command on the inbox.
+type Mailbox struct {
+	id    ID
+	opts  Options
+	inbox chan command  // unbuffered: a command is either taken by run or refused through done
+	done  chan struct{} // closed by run when it returns
+
+	// Published by run after every command, read lock-free by the reaper
+	// and the supervisor to pick eviction and reclaim candidates.
+	queueLen    atomic.Int32
+	headArrival atomic.Int64 // UnixNano of the oldest queued message; 0 when empty
+	lastActive  atomic.Int64 // UnixNano of the last post, get or requeue
+	waiters     atomic.Int32 // parked waiters, some possibly gone
+
+	// Owned by run.
+	q        queue
+	parked   []*waiter // oldest first; some may be gone, pruned lazily
+	pruneAt  int       // prune gone waiters when len(waiters) reaches this
+	nextSeq  uint64
+	stopping bool
+}
+
+// Start spawns the actor's goroutine.
+func Start(id ID, opts Options) *Mailbox {
+	m := &Mailbox{
+		id:      id,
+		opts:    opts,
+		inbox:   make(chan command),
+		done:    make(chan struct{}),
+		nextSeq: opts.FirstSeq,
+		pruneAt: 8,
+	}
+	now := opts.Now()
+	m.lastActive.Store(now.UnixNano())
+	for _, msg := range opts.Restore {
+		m.q.pushBack(msg)
+		m.enqueued(msg)
+	}
+	m.publish()
+	go m.run()
+	return m
+}
+
+// ID is the mailbox's recipient id.
+func (m *Mailbox) ID() ID { return m.id }
+
+// Done is closed once the actor has stopped and left the registry.
+func (m *Mailbox) Done() <-chan struct{} { return m.done }
+
+// QueueLen, HeadArrival and LastActive are the actor's last published state.
+func (m *Mailbox) QueueLen() int { return int(m.queueLen.Load()) }
+
+// HeadArrival is when the oldest queued message arrived, in UnixNano; 0 when empty.
+func (m *Mailbox) HeadArrival() int64 { return m.headArrival.Load() }
+
+// Waiters is the number of parked long-polls, counting some that may have
+// given up since; only the actor knows exactly.
+func (m *Mailbox) Waiters() int { return int(m.waiters.Load()) }
+
+// LastActive is the time of the last post, get or requeue, in UnixNano.
+func (m *Mailbox) LastActive() int64 { return m.lastActive.Load() }
+
+func (m *Mailbox) run() {
+	for !m.stopping {
+		cmd := <-m.inbox
+		cmd.handle(m)
+		m.publish()
+	}
+	if m.opts.OnStop != nil {
+		m.opts.OnStop(m)
+	}
+	close(m.done)
+}
+
+// send hands cmd to the actor, unless ctx ends or the actor has stopped.
+// The inbox is unbuffered, so a command is never stranded in a stopped
+// actor: either run took it (and will answer it) or the caller sees done.
+func (m *Mailbox) send(ctx context.Context, cmd command) error {
+	select {
+	case m.inbox <- cmd:
+		return nil
+	case <-m.done:
+		return ErrStopped
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// Post queues body, or hands it straight to the oldest live waiter.
+func (m *Mailbox) Post(ctx context.Context, body []byte) (PostReply, error) {
+	cmd := &postCmd{body: body, reply: make(chan postResult, 1)}
+	if err := m.send(ctx, cmd); err != nil {
+		return PostReply{}, err
+	}
+	res := <-cmd.reply
+	return res.r, res.err
+}
+
+// Receive takes the oldest unexpired message. With wait > 0 and the queue
+// empty it long-polls: it returns a message as soon as one is handed over,
+// or OK=false when wait passes (R2.4, R2.5). It returns ctx's cause when the
+// caller's context ends and ErrStopped when the actor stops meanwhile.
+func (m *Mailbox) Receive(ctx context.Context, wait time.Duration) (Delivery, error) {
+	w := &waiter{ctx: ctx, reply: make(chan Delivery, 1)}
+	if err := m.send(ctx, &getCmd{w: w, wait: wait > 0}); err != nil {
+		return Delivery{}, err
+	}
+	var expired <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		expired = t.C
+	}
+	var err error
+	select {
+	case d := <-w.reply:
+		return d, nil
+	case <-expired:
+	case <-ctx.Done():
+		err = context.Cause(ctx)
+	case <-m.done:
+		err = ErrStopped
+	}
+	if w.state.CompareAndSwap(waiting, cancelled) {
+		return Delivery{}, err
+	}
+	// The actor served this waiter first; its delivery is already sent.
+	return <-w.reply, nil
+}
+
+// Requeue puts a message whose delivery failed back at the head of the queue
+// (Z2), or hands it to a live waiter.
+func (m *Mailbox) Requeue(ctx context.Context, msg Message) error {
+	cmd := &requeueCmd{msg: msg, reply: make(chan struct{}, 1)}
+	if err := m.send(ctx, cmd); err != nil {
+		return err
+	}
+	<-cmd.reply
+	return nil
+}
+
+// Sweep drops expired messages (R3.1, R3.2) and stops the actor when it
+// holds no message and no live waiter and has been idle since before
+// idleBefore (R3.3). A zero idleBefore never stops it.
+func (m *Mailbox) Sweep(ctx context.Context, idleBefore time.Time) (SweepReply, error) {
+	cmd := &sweepCmd{idleBefore: idleBefore, reply: make(chan SweepReply, 1)}
+	if err := m.send(ctx, cmd); err != nil {
+		return SweepReply{}, err
+	}
+	return <-cmd.reply, nil
+}
+
+// Evict drops the oldest messages that arrived no later than notAfter until
+// need bytes are freed (R3.6).
+func (m *Mailbox) Evict(ctx context.Context, notAfter time.Time, need int64) (EvictReply, error) {
+	cmd := &evictCmd{notAfter: notAfter, need: need, reply: make(chan EvictReply, 1)}
+	if err := m.send(ctx, cmd); err != nil {
+		return EvictReply{}, err
+	}
+	return <-cmd.reply, nil
+}
+
+// Stop stops the actor whatever it holds and returns its queued messages,
+// oldest first, for the state file. Parked waiters see ErrStopped. Stop on
+// a stopped actor returns nil.
+func (m *Mailbox) Stop() []Message {
+	cmd := &stopCmd{reply: make(chan []Message, 1)}
+	if m.send(context.Background(), cmd) != nil {
+		return nil
+	}
+	msgs := <-cmd.reply
+	<-m.done
+	return msgs
+}
+
+// The handlers below run on the actor's goroutine.
+
+func (c *postCmd) handle(m *Mailbox) {
+	now := m.opts.Now()
+	m.touch(now)
+	m.dropExpired(now)
+	if m.q.len() >= m.opts.MaxQueueLength {
+		c.reply <- postResult{err: ErrQueueFull}
+		return
+	}
+	msg := Message{Seq: m.nextSeq, Body: c.body, Arrived: now}
+	m.nextSeq++
+	m.opts.Stats.Posted.Add(1)
+	if m.handoff(msg) {
+		c.reply <- postResult{r: PostReply{Seq: msg.Seq}}
+		return
+	}
+	m.q.pushBack(msg)
+	m.enqueued(msg)
+	c.reply <- postResult{r: PostReply{Seq: msg.Seq, QueueLen: m.q.len()}}
+}
+
+func (c *getCmd) handle(m *Mailbox) {
+	now := m.opts.Now()
+	m.touch(now)
+	m.dropExpired(now)
+	w := c.w
+	if m.q.len() > 0 || !c.wait {
+		if w.ctx.Err() != nil || !w.state.CompareAndSwap(waiting, served) {
+			return // the caller has gone: nothing leaves the queue (Z2)
+		}
+		if m.q.len() == 0 {
+			w.reply <- Delivery{}
+			return
+		}
+		msg := m.q.popFront()
+		m.dequeued(msg)
+		m.opts.Stats.Delivered.Add(1)
+		w.reply <- Delivery{Message: msg, QueueLen: m.q.len(), OK: true}
+		return
+	}
+	if len(m.parked) >= m.pruneAt {
+		m.pruneWaiters()
+	}
+	m.parked = append(m.parked, w)
+}
+
+func (c *requeueCmd) handle(m *Mailbox) {
+	m.touch(m.opts.Now())
+	m.opts.Stats.Requeued.Add(1)
+	if !m.handoff(c.msg) {
+		m.q.pushFront(c.msg)
+		m.enqueued(c.msg)
+	}
+	c.reply <- struct{}{}
+}
+
+func (c *sweepCmd) handle(m *Mailbox) {
+	n, bytes := m.dropExpired(m.opts.Now())
+	r := SweepReply{Expired: n, ExpiredBytes: bytes}
+	m.pruneWaiters()
+	if !c.idleBefore.IsZero() && m.q.len() == 0 && len(m.parked) == 0 &&
+		m.lastActive.Load() < c.idleBefore.UnixNano() {
+		m.stopping = true
+		r.Stopped = true
+	}
+	r.QueueLen = m.q.len()
+	c.reply <- r
+}
+
+func (c *evictCmd) handle(m *Mailbox) {
+	var r EvictReply
+	for m.q.len() > 0 && r.Bytes < c.need && !m.q.front().Arrived.After(c.notAfter) {
+		msg := m.q.popFront()
+		m.dequeued(msg)
+		r.Evicted++
+		r.Bytes += int64(len(msg.Body))
+	}
+	m.opts.Stats.EvictedMemory.Add(uint64(r.Evicted))
+	c.reply <- r
+}
+
+func (c *stopCmd) handle(m *Mailbox) {
+	msgs := make([]Message, 0, m.q.len())
+	for m.q.len() > 0 {
+		msg := m.q.popFront()
+		m.dequeued(msg)
+		msgs = append(msgs, msg)
+	}
+	m.stopping = true
+	c.reply <- msgs
+}
+
+// handoff gives msg to the oldest live waiter, skipping those that are gone.
+func (m *Mailbox) handoff(msg Message) bool {
+	for len(m.parked) > 0 {
+		w := m.parked[0]
+		m.parked[0] = nil
+		m.parked = m.parked[1:]
+		if w.ctx.Err() != nil || !w.state.CompareAndSwap(waiting, served) {
+			continue
+		}
+		m.opts.Stats.Delivered.Add(1)
+		w.reply <- Delivery{Message: msg, QueueLen: m.q.len(), OK: true}
+		return true
+	}
+	return false
+}
+
+// pruneWaiters drops waiters whose callers gave up; run calls it before
+// the list would grow, so abandoned long-polls cannot pile up.
+func (m *Mailbox) pruneWaiters() {
+	live := m.parked[:0]
+	for _, w := range m.parked {
+		if !w.gone() {
+			live = append(live, w)
+		}
+	}
+	clear(m.parked[len(live):])
+	m.parked = live
+	m.pruneAt = max(8, 2*len(live))
+}
+
+// dropExpired removes messages older than the TTL from the head; arrival
+// order makes the head the oldest, so none is ever delivered late (R3.1).
+func (m *Mailbox) dropExpired(now time.Time) (n int, bytes int64) {
+	for m.q.len() > 0 && now.Sub(m.q.front().Arrived) >= m.opts.TTL {
+		msg := m.q.popFront()
+		m.dequeued(msg)
+		n++
+		bytes += int64(len(msg.Body))
+	}
+	if n > 0 {
+		m.opts.Stats.EvictedTTL.Add(uint64(n))
+	}
+	return n, bytes
+}
+
+func (m *Mailbox) touch(now time.Time) { m.lastActive.Store(now.UnixNano()) }
+
+func (m *Mailbox) enqueued(msg Message) {
+	m.opts.Stats.QueuedMessages.Add(1)
+	m.opts.Stats.QueuedBytes.Add(int64(len(msg.Body)))
+}
+
+func (m *Mailbox) dequeued(msg Message) {
+	m.opts.Stats.QueuedMessages.Add(-1)
+	m.opts.Stats.QueuedBytes.Add(-int64(len(msg.Body)))
+}
+
+// publish exposes the state the reaper and supervisor pick candidates by.
+func (m *Mailbox) publish() {
+	m.queueLen.Store(int32(m.q.len()))
+	var head int64
+	if m.q.len() > 0 {
+		head = m.q.front().Arrived.UnixNano()
+	}
+	m.headArrival.Store(head)
+	m.waiters.Store(int32(len(m.parked)))
+}

@@ -1,0 +1,412 @@
+package actor
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+const testTTL = 10 * time.Second
+
+// startTest spawns a mailbox on the bubble's fake clock.
+func startTest(t *testing.T, maxQueue int) (*Mailbox, *Stats) {
+	t.Helper()
+	st := &Stats{}
+	mb := Start(ID{1}, Options{
+		MaxQueueLength: maxQueue,
+		TTL:            testTTL,
+		Now:            time.Now,
+		Stats:          st,
+		FirstSeq:       1000,
+	})
+	t.Cleanup(func() { mb.Stop() })
+	return mb, st
+}
+
+func mustPost(t *testing.T, mb *Mailbox, body string) PostReply {
+	t.Helper()
+	r, err := mb.Post(context.Background(), []byte(body))
+	if err != nil {
+		t.Fatalf("Post(%q): %v", body, err)
+	}
+	return r
+}
+
+func mustReceive(t *testing.T, mb *Mailbox, wait time.Duration) Delivery {
+	t.Helper()
+	d, err := mb.Receive(context.Background(), wait)
+	if err != nil {
+		t.Fatalf("Receive: %v", err)
+	}
+	return d
+}
+
+func TestPostReceiveFIFO(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb, st := startTest(t, 10)
+		for i, body := range []string{"a", "b", "c"} {
+			r := mustPost(t, mb, body)
+			if r.Seq != uint64(1000+i) || r.QueueLen != i+1 {
+				t.Fatalf("post %q: got seq %d len %d; want %d %d", body, r.Seq, r.QueueLen, 1000+i, i+1)
+			}
+		}
+		for i, want := range []string{"a", "b", "c"} {
+			d := mustReceive(t, mb, 0)
+			if !d.OK || string(d.Message.Body) != want || d.Message.Seq != uint64(1000+i) || d.QueueLen != 2-i {
+				t.Fatalf("receive %d: got %+v; want %q seq %d len %d", i, d, want, 1000+i, 2-i)
+			}
+		}
+		if d := mustReceive(t, mb, 0); d.OK {
+			t.Fatalf("empty mailbox delivered %+v", d)
+		}
+		if got := st.QueuedMessages.Load(); got != 0 {
+			t.Fatalf("QueuedMessages = %d; want 0", got)
+		}
+		if p, d := st.Posted.Load(), st.Delivered.Load(); p != 3 || d != 3 {
+			t.Fatalf("posted %d delivered %d; want 3 3", p, d)
+		}
+	})
+}
+
+func TestLongPollHandoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb, st := startTest(t, 10)
+		got := make(chan Delivery, 1)
+		go func() { got <- mustReceive(t, mb, time.Minute) }()
+		synctest.Wait()
+		r := mustPost(t, mb, "hello")
+		if r.QueueLen != 0 {
+			t.Fatalf("post to a waiter: queue length %d; want 0", r.QueueLen)
+		}
+		d := <-got
+		if !d.OK || string(d.Message.Body) != "hello" || d.Message.Seq != r.Seq {
+			t.Fatalf("got %+v; want hello seq %d", d, r.Seq)
+		}
+		if st.QueuedBytes.Load() != 0 {
+			t.Fatalf("handed-off message counted as queued")
+		}
+	})
+}
+
+// Z1: two waiters, one message: the first waiter gets it, the second keeps
+// waiting until its own deadline.
+func TestTwoWaitersOneMessage(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb, _ := startTest(t, 10)
+		first := make(chan Delivery, 1)
+		second := make(chan Delivery, 1)
+		go func() { first <- mustReceive(t, mb, 30*time.Second) }()
+		synctest.Wait()
+		start := time.Now()
+		go func() { second <- mustReceive(t, mb, 30*time.Second) }()
+		synctest.Wait()
+		mustPost(t, mb, "only")
+		if d := <-first; string(d.Message.Body) != "only" {
+			t.Fatalf("first waiter got %+v; want only", d)
+		}
+		d := <-second
+		if d.OK {
+			t.Fatalf("second waiter got %+v; want nothing", d)
+		}
+		if waited := time.Since(start); waited != 30*time.Second {
+			t.Fatalf("second waiter returned after %v; want its full 30s", waited)
+		}
+	})
+}
+
+// Z2: a waiter whose context ended never takes a message.
+func TestCancelledWaiterKeepsMessageQueued(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb, _ := startTest(t, 10)
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() {
+			_, err := mb.Receive(ctx, time.Minute)
+			errc <- err
+		}()
+		synctest.Wait()
+		cancel()
+		if err := <-errc; !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled receive: got %v; want context.Canceled", err)
+		}
+		if r := mustPost(t, mb, "kept"); r.QueueLen != 1 {
+			t.Fatalf("post after cancelled waiter: queue length %d; want 1", r.QueueLen)
+		}
+		if d := mustReceive(t, mb, 0); string(d.Message.Body) != "kept" {
+			t.Fatalf("got %+v; want kept", d)
+		}
+	})
+}
+
+// A waiter whose context is done before the actor serves it is skipped
+// even though the caller has not withdrawn yet.
+func TestHandoffSkipsDoneContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb, _ := startTest(t, 10)
+		ctx, cancel := context.WithCancel(context.Background())
+		w := &waiter{ctx: ctx, reply: make(chan Delivery, 1)}
+		if err := mb.send(context.Background(), &getCmd{w: w, wait: true}); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		if r := mustPost(t, mb, "x"); r.QueueLen != 1 {
+			t.Fatalf("queue length %d; want 1: message went to a gone waiter", r.QueueLen)
+		}
+		select {
+		case d := <-w.reply:
+			t.Fatalf("gone waiter got %+v", d)
+		default:
+		}
+	})
+}
+
+func TestTTLNeverDeliversExpired(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb, st := startTest(t, 10)
+		mustPost(t, mb, "old")
+		time.Sleep(testTTL - time.Second)
+		mustPost(t, mb, "young")
+		time.Sleep(time.Second) // "old" is now exactly TTL old
+		d := mustReceive(t, mb, 0)
+		if string(d.Message.Body) != "young" || d.QueueLen != 0 {
+			t.Fatalf("got %+v; want young with nothing left", d)
+		}
+		if got := st.EvictedTTL.Load(); got != 1 {
+			t.Fatalf("EvictedTTL = %d; want 1", got)
+		}
+		if got := st.QueuedBytes.Load(); got != 0 {
+			t.Fatalf("QueuedBytes = %d; want 0", got)
+		}
+	})
+}
+
+func TestQueueFull(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb, _ := startTest(t, 2)
+		mustPost(t, mb, "1")
+		mustPost(t, mb, "2")
+		if _, err := mb.Post(context.Background(), []byte("3")); !errors.Is(err, ErrQueueFull) {
+			t.Fatalf("third post: got %v; want ErrQueueFull", err)
+		}
+		mustReceive(t, mb, 0)
+		if r := mustPost(t, mb, "3"); r.QueueLen != 2 {
+			t.Fatalf("post after a receive: len %d; want 2", r.QueueLen)
+		}
+	})
+}
+
+func TestRequeueGoesToHead(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb, st := startTest(t, 10)
+		mustPost(t, mb, "first")
+		mustPost(t, mb, "second")
+		d := mustReceive(t, mb, 0)
+		if err := mb.Requeue(context.Background(), d.Message); err != nil {
+			t.Fatal(err)
+		}
+		again := mustReceive(t, mb, 0)
+		if string(again.Message.Body) != "first" || again.Message.Seq != d.Message.Seq {
+			t.Fatalf("after requeue got %+v; want first with seq %d", again, d.Message.Seq)
+		}
+		if st.Requeued.Load() != 1 {
+			t.Fatalf("Requeued = %d; want 1", st.Requeued.Load())
+		}
+	})
+}
+
+func TestSweepStopsIdleMailbox(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		stopped := make(chan *Mailbox, 1)
+		mb := Start(ID{2}, Options{
+			MaxQueueLength: 10, TTL: testTTL, Now: time.Now, Stats: &Stats{},
+			OnStop: func(m *Mailbox) { stopped <- m },
+		})
+		mustPost(t, mb, "x")
+		time.Sleep(time.Hour)
+		// Not empty: the expired message is swept, the activity is old,
+		// so it stops in the same sweep.
+		r, err := mb.Sweep(context.Background(), time.Now().Add(-time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Expired != 1 || r.ExpiredBytes != 1 || !r.Stopped {
+			t.Fatalf("sweep: got %+v; want 1 expired and stopped", r)
+		}
+		<-mb.Done()
+		if got := <-stopped; got != mb {
+			t.Fatalf("OnStop got another mailbox")
+		}
+		if _, err := mb.Post(context.Background(), []byte("late")); !errors.Is(err, ErrStopped) {
+			t.Fatalf("post to stopped actor: got %v; want ErrStopped", err)
+		}
+	})
+}
+
+func TestSweepKeepsActiveOrWaitedMailbox(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb, _ := startTest(t, 10)
+		r, _ := mb.Sweep(context.Background(), time.Now().Add(-time.Minute))
+		if r.Stopped {
+			t.Fatalf("recently active mailbox stopped")
+		}
+		go mb.Receive(context.Background(), 2*time.Hour)
+		synctest.Wait()
+		time.Sleep(time.Hour)
+		r, _ = mb.Sweep(context.Background(), time.Now())
+		if r.Stopped {
+			t.Fatalf("mailbox with a live waiter stopped")
+		}
+		if _, err := mb.Sweep(context.Background(), time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		mustPost(t, mb, "wake") // let the waiter go
+	})
+}
+
+func TestEvictOldestFirstUpToBound(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb, st := startTest(t, 10)
+		mustPost(t, mb, "aaaa")
+		time.Sleep(time.Second)
+		mustPost(t, mb, "bbbb")
+		bound := time.Now()
+		time.Sleep(time.Second)
+		mustPost(t, mb, "cccc")
+		r, err := mb.Evict(context.Background(), bound, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Evicted != 2 || r.Bytes != 8 {
+			t.Fatalf("evict: got %+v; want the 2 messages up to the bound", r)
+		}
+		if d := mustReceive(t, mb, 0); string(d.Message.Body) != "cccc" {
+			t.Fatalf("left %+v; want cccc", d)
+		}
+		if st.EvictedMemory.Load() != 2 {
+			t.Fatalf("EvictedMemory = %d; want 2", st.EvictedMemory.Load())
+		}
+	})
+}
+
+func TestEvictStopsWhenEnoughFreed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb, _ := startTest(t, 10)
+		for _, b := range []string{"aaaa", "bbbb", "cccc"} {
+			mustPost(t, mb, b)
+		}
+		r, _ := mb.Evict(context.Background(), time.Now(), 5)
+		if r.Evicted != 2 {
+			t.Fatalf("evicted %d; want 2 to free 5 bytes", r.Evicted)
+		}
+	})
+}
+
+func TestStopReturnsQueueAndWakesWaiters(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb := Start(ID{3}, Options{MaxQueueLength: 10, TTL: testTTL, Now: time.Now, Stats: &Stats{}})
+		errc := make(chan error, 1)
+		go func() {
+			_, err := mb.Receive(context.Background(), time.Minute)
+			errc <- err
+		}()
+		synctest.Wait()
+		msgs := mb.Stop()
+		if len(msgs) != 0 {
+			t.Fatalf("Stop returned %d messages; want 0", len(msgs))
+		}
+		if err := <-errc; !errors.Is(err, ErrStopped) {
+			t.Fatalf("parked waiter: got %v; want ErrStopped", err)
+		}
+		if mb.Stop() != nil {
+			t.Fatalf("second Stop returned messages")
+		}
+	})
+}
+
+func TestStopHandsBackMessages(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := &Stats{}
+		mb := Start(ID{4}, Options{MaxQueueLength: 10, TTL: testTTL, Now: time.Now, Stats: st})
+		mustPost(t, mb, "a")
+		mustPost(t, mb, "b")
+		msgs := mb.Stop()
+		if len(msgs) != 2 || string(msgs[0].Body) != "a" || string(msgs[1].Body) != "b" {
+			t.Fatalf("Stop returned %+v; want a, b", msgs)
+		}
+		if st.QueuedMessages.Load() != 0 || st.QueuedBytes.Load() != 0 {
+			t.Fatalf("stopped mailbox still counted as queued")
+		}
+	})
+}
+
+func TestRestoredMessagesComeFirst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := &Stats{}
+		mb := Start(ID{5}, Options{
+			MaxQueueLength: 10, TTL: testTTL, Now: time.Now, Stats: st, FirstSeq: 50,
+			Restore: []Message{{Seq: 7, Body: []byte("old"), Arrived: time.Now()}},
+		})
+		defer mb.Stop()
+		if st.QueuedBytes.Load() != 3 {
+			t.Fatalf("restored bytes not counted")
+		}
+		mustPost(t, mb, "new")
+		for _, want := range []struct {
+			body string
+			seq  uint64
+		}{{"old", 7}, {"new", 50}} {
+			d := mustReceive(t, mb, 0)
+			if string(d.Message.Body) != want.body || d.Message.Seq != want.seq {
+				t.Fatalf("got %+v; want %s seq %d", d, want.body, want.seq)
+			}
+		}
+	})
+}
+
+// Many abandoned long-polls on one mailbox do not pile up in the actor.
+func TestAbandonedWaitersArePruned(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb, _ := startTest(t, 10)
+		for range 100 {
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { mb.Receive(ctx, time.Minute); close(done) }()
+			synctest.Wait()
+			cancel()
+			<-done
+		}
+		if n := mb.Waiters(); n > 16 {
+			t.Fatalf("%d parked waiters after 100 abandoned polls; want pruning", n)
+		}
+	})
+}
+
+func TestQueueWrapAndGrow(t *testing.T) {
+	var q queue
+	next := 0
+	want := 0
+	for round := range 50 {
+		for range round % 7 {
+			q.pushBack(Message{Seq: uint64(next)})
+			next++
+		}
+		for range round % 5 {
+			if q.len() == 0 {
+				break
+			}
+			if got := q.popFront().Seq; got != uint64(want) {
+				t.Fatalf("popped %d; want %d", got, want)
+			}
+			want++
+		}
+	}
+	if q.len() != next-want {
+		t.Fatalf("len %d; want %d", q.len(), next-want)
+	}
+	q.pushFront(Message{Seq: 999})
+	if q.front().Seq != 999 {
+		t.Fatalf("pushFront not at head")
+	}
+}

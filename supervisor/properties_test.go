@@ -1,0 +1,431 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/leanovate/gopter"
+	"github.com/leanovate/gopter/commands"
+	"github.com/leanovate/gopter/gen"
+	"github.com/leanovate/gopter/prop"
+
+	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
+)
+
+const (
+	propBoxes    = 3
+	propCap      = 3
+	propTTL      = 20 * time.Second
+	propMaxSteps = 15 * time.Second
+)
+
+func propParameters(t *testing.T) *gopter.TestParameters {
+	t.Helper()
+	p := gopter.DefaultTestParameters()
+	p.MinSuccessfulTests = 200
+	t.Logf("gopter seed %d", p.Seed())
+	return p
+}
+
+// The model: per mailbox, the bodies queued and when they arrived.
+type modelMsg struct {
+	body    string
+	arrived time.Duration
+}
+
+type model struct {
+	boxes   [propBoxes][]modelMsg
+	elapsed time.Duration
+	// Outcome of the last command, for its post-condition.
+	accepted bool
+	taken    string // "" when the model had nothing to deliver
+}
+
+func (m *model) clone() *model {
+	c := *m
+	for i := range c.boxes {
+		c.boxes[i] = append([]modelMsg(nil), m.boxes[i]...)
+	}
+	return &c
+}
+
+// dropExpired mirrors R3.1: a message as old as the TTL is never delivered.
+func (m *model) dropExpired(box int) {
+	q := m.boxes[box]
+	for len(q) > 0 && m.elapsed-q[0].arrived >= propTTL {
+		q = q[1:]
+	}
+	m.boxes[box] = q
+}
+
+// sut wraps the supervisor with what post-conditions need to know about
+// sequences.
+type sut struct {
+	s       *Supervisor
+	lastSeq [propBoxes]uint64
+}
+
+type postResult struct {
+	err        error
+	increasing bool
+}
+
+type getResult struct {
+	d          actor.Delivery
+	increasing bool
+}
+
+type postCommand struct {
+	box  int
+	body string
+}
+
+func (c postCommand) Run(x commands.SystemUnderTest) commands.Result {
+	u := x.(*sut)
+	r, err := u.s.Post(context.Background(), id(c.box), []byte(c.body))
+	res := postResult{err: err, increasing: true}
+	if err == nil {
+		res.increasing = r.Seq > u.lastSeq[c.box]
+		u.lastSeq[c.box] = r.Seq
+	}
+	return res
+}
+
+func (c postCommand) NextState(st commands.State) commands.State {
+	m := st.(*model).clone()
+	m.dropExpired(c.box)
+	m.accepted = len(m.boxes[c.box]) < propCap
+	if m.accepted {
+		m.boxes[c.box] = append(m.boxes[c.box], modelMsg{body: c.body, arrived: m.elapsed})
+	}
+	return m
+}
+
+func (postCommand) PreCondition(commands.State) bool { return true }
+
+// Property 5: a full mailbox answers 507 (ErrQueueFull); sequences rise.
+func (c postCommand) PostCondition(st commands.State, result commands.Result) *gopter.PropResult {
+	m, r := st.(*model), result.(postResult)
+	switch {
+	case !r.increasing:
+		return gopter.NewPropResult(false, "sequence did not increase")
+	case m.accepted && r.err != nil:
+		return gopter.NewPropResult(false, fmt.Sprintf("post refused: %v", r.err))
+	case !m.accepted && !errors.Is(r.err, actor.ErrQueueFull):
+		return gopter.NewPropResult(false, fmt.Sprintf("full mailbox answered %v; want ErrQueueFull", r.err))
+	}
+	return gopter.NewPropResult(true, "")
+}
+
+func (c postCommand) String() string { return fmt.Sprintf("Post(%d, %q)", c.box, c.body) }
+
+type getCommand struct{ box int }
+
+func (c getCommand) Run(x commands.SystemUnderTest) commands.Result {
+	u := x.(*sut)
+	d, err := u.s.Receive(context.Background(), id(c.box), 0)
+	if err != nil {
+		panic(err)
+	}
+	return getResult{d: d, increasing: !d.OK || d.Message.Seq <= u.lastSeq[c.box]}
+}
+
+func (c getCommand) NextState(st commands.State) commands.State {
+	m := st.(*model).clone()
+	m.dropExpired(c.box)
+	m.taken = ""
+	if q := m.boxes[c.box]; len(q) > 0 {
+		m.taken = q[0].body
+		m.boxes[c.box] = q[1:]
+	}
+	return m
+}
+
+func (getCommand) PreCondition(commands.State) bool { return true }
+
+// Properties 1, 2, 3: the oldest unexpired message comes out, byte for byte.
+func (c getCommand) PostCondition(st commands.State, result commands.Result) *gopter.PropResult {
+	m, r := st.(*model), result.(getResult)
+	got := ""
+	if r.d.OK {
+		got = string(r.d.Message.Body)
+	}
+	if got != m.taken {
+		return gopter.NewPropResult(false, fmt.Sprintf("got %q; model says %q", got, m.taken))
+	}
+	if r.d.OK && r.d.QueueLen != len(m.boxes[c.box]) {
+		return gopter.NewPropResult(false, fmt.Sprintf("queue length %d; model says %d", r.d.QueueLen, len(m.boxes[c.box])))
+	}
+	return gopter.NewPropResult(true, "")
+}
+
+func (c getCommand) String() string { return fmt.Sprintf("Get(%d)", c.box) }
+
+type advanceCommand time.Duration
+
+func (c advanceCommand) Run(commands.SystemUnderTest) commands.Result {
+	time.Sleep(time.Duration(c))
+	synctest.Wait() // let sweeps that fell due finish
+	return nil
+}
+
+func (c advanceCommand) NextState(st commands.State) commands.State {
+	m := st.(*model).clone()
+	m.elapsed += time.Duration(c)
+	return m
+}
+
+func (advanceCommand) PreCondition(commands.State) bool { return true }
+func (advanceCommand) PostCondition(commands.State, commands.Result) *gopter.PropResult {
+	return gopter.NewPropResult(true, "")
+}
+func (c advanceCommand) String() string { return fmt.Sprintf("Advance(%v)", time.Duration(c)) }
+
+// TestMailboxModel checks properties 1 (FIFO), 2 (integrity), 3 (TTL) and 5
+// (queue cap) against a model, with sweeps and idle reaping running.
+func TestMailboxModel(t *testing.T) {
+	params := propParameters(t) // outside the bubble, whose clock is fixed
+	synctest.Test(t, func(t *testing.T) {
+		genBox := gen.IntRange(0, propBoxes-1)
+		cmds := &commands.ProtoCommands{
+			NewSystemUnderTestFunc: func(commands.State) commands.SystemUnderTest {
+				opts := testOptions()
+				opts.MaxQueueLength = propCap
+				opts.TTL = propTTL
+				opts.IdleTimeout = 25 * time.Second
+				opts.EvictionInterval = 7 * time.Second
+				return &sut{s: New(opts)}
+			},
+			DestroySystemUnderTestFunc: func(x commands.SystemUnderTest) { x.(*sut).s.Close() },
+			InitialStateGen:            gen.Const(&model{}),
+			GenCommandFunc: func(commands.State) gopter.Gen {
+				return gen.Weighted([]gen.WeightedGen{
+					{Weight: 4, Gen: gopter.CombineGens(genBox, gen.AlphaString()).Map(func(v []any) commands.Command {
+						return postCommand{box: v[0].(int), body: "m" + v[1].(string)}
+					})},
+					{Weight: 4, Gen: genBox.Map(func(b int) commands.Command { return getCommand{box: b} })},
+					// Whole seconds, so that messages land exactly on the
+					// TTL boundary now and then.
+					{Weight: 1, Gen: gen.Int64Range(0, int64(propMaxSteps/time.Second)).Map(func(d int64) commands.Command {
+						return advanceCommand(time.Duration(d) * time.Second)
+					})},
+				})
+			},
+		}
+		properties := gopter.NewProperties(params)
+		properties.Property("mailboxes behave like the model", commands.Prop(cmds))
+		properties.TestingRun(t)
+	})
+}
+
+// op is one step of a random interleaving for property 6.
+type op struct {
+	kind int // 0 post, 1 park a waiter, 2 cancel a waiter, 3 get, 4 advance, 5 cancel racing a post
+	box  int
+	n    int
+}
+
+func (o op) String() string {
+	return fmt.Sprintf("%s(%d,%d)", [...]string{"post", "park", "cancel", "get", "advance", "cancel+post"}[o.kind], o.box, o.n)
+}
+
+// TestExactlyOnceHandoff checks property 6: with any interleaving of posts,
+// long-poll waiters and waiters whose clients leave, every accepted message
+// is delivered exactly once to a connected client, or evicted with a counted
+// reason, or still queued at the end — never lost, never duplicated.
+func TestExactlyOnceHandoff(t *testing.T) {
+	genOp := gopter.CombineGens(gen.IntRange(0, 5), gen.IntRange(0, propBoxes-1), gen.IntRange(0, 40)).
+		Map(func(v []any) op { return op{kind: v[0].(int), box: v[1].(int), n: v[2].(int)} })
+	properties := gopter.NewProperties(propParameters(t))
+	properties.Property("every accepted message is delivered once or evicted", prop.ForAll(
+		func(ops []op) string {
+			var verdict string
+			synctest.Test(t, func(t *testing.T) { verdict = runInterleaving(ops) })
+			return verdict
+		},
+		gen.SliceOf(genOp),
+	))
+	properties.TestingRun(t)
+}
+
+// runInterleaving plays ops against a fresh supervisor and returns "" when
+// the accounting holds, or what went wrong.
+func runInterleaving(ops []op) string {
+	opts := testOptions()
+	opts.MaxQueueLength = 4
+	opts.TTL = propTTL
+	opts.MemoryLimit = 60 // bodies are 10 bytes: memory evictions happen
+	opts.EvictionInterval = 5 * time.Second
+	opts.IdleTimeout = 10 * time.Second
+	s := New(opts)
+
+	var mu sync.Mutex
+	delivered := map[string]int{}
+	deliver := func(d actor.Delivery) {
+		mu.Lock()
+		delivered[string(d.Message.Body)]++
+		mu.Unlock()
+	}
+	accepted := map[string]bool{}
+	var cancels []context.CancelFunc
+	var wg sync.WaitGroup
+	post := func(i, box int) {
+		body := fmt.Sprintf("msg-%06d", i)
+		if _, err := s.Post(context.Background(), id(box), []byte(body)); err == nil {
+			accepted[body] = true
+		}
+	}
+	for i, o := range ops {
+		switch o.kind {
+		case 0:
+			post(i, o.box)
+		case 1:
+			ctx, cancel := context.WithCancel(context.Background())
+			cancels = append(cancels, cancel)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d, err := s.Receive(ctx, id(o.box), time.Duration(o.n+1)*time.Second)
+				if err != nil || !d.OK {
+					return
+				}
+				if ctx.Err() != nil {
+					// The client left after the hand-off: put it back, as
+					// the HTTP layer does when its write fails (Z2).
+					s.Requeue(id(o.box), d.Message)
+					return
+				}
+				deliver(d)
+			}()
+		case 2:
+			if len(cancels) > 0 {
+				cancels[o.n%len(cancels)]()
+			}
+		case 3:
+			if d, err := s.Receive(context.Background(), id(o.box), 0); err == nil && d.OK {
+				deliver(d)
+			}
+		case 4:
+			time.Sleep(time.Duration(o.n) * time.Second / 4)
+		case 5:
+			// A client leaving while its message is being handed over:
+			// the hand-off may win, and then the message must come back.
+			if len(cancels) > 0 {
+				go cancels[o.n%len(cancels)]()
+			}
+			post(i, o.box)
+		}
+		synctest.Wait()
+	}
+	for _, c := range cancels {
+		c()
+	}
+	wg.Wait()
+	left := s.Close()
+	st := s.Stats()
+	remaining := 0
+	for _, msgs := range left {
+		for _, m := range msgs {
+			remaining++
+			if delivered[string(m.Body)] > 0 {
+				return fmt.Sprintf("%s both delivered and still queued", m.Body)
+			}
+		}
+	}
+	total := 0
+	for body, n := range delivered {
+		if n != 1 {
+			return fmt.Sprintf("%s delivered %d times", body, n)
+		}
+		if !accepted[body] {
+			return fmt.Sprintf("%s delivered but never accepted", body)
+		}
+		total++
+	}
+	evicted := int(st.EvictedTTL.Load() + st.EvictedMemory.Load())
+	if len(accepted) != total+evicted+remaining {
+		return fmt.Sprintf("accepted %d != delivered %d + evicted %d + remaining %d",
+			len(accepted), total, evicted, remaining)
+	}
+	return ""
+}
+
+// A thousand mailboxes each with a waiting long-poll take 10,000 messages
+// from 16 posters; all arrive exactly once, and once the idle mailboxes are
+// reaped no goroutine is left behind.
+func TestThousandWaitingMailboxes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const (
+			boxes   = 1000
+			perBox  = 10
+			posters = 16
+		)
+		baseline := runtime.NumGoroutine()
+		s := New(testOptions())
+		var mu sync.Mutex
+		got := make(map[string]int, boxes*perBox)
+		var consumers sync.WaitGroup
+		for b := range boxes {
+			consumers.Add(1)
+			go func() {
+				defer consumers.Done()
+				for n := 0; n < perBox; {
+					d, err := s.Receive(context.Background(), id(b), time.Minute)
+					if err != nil {
+						t.Errorf("receive: %v", err)
+						return
+					}
+					if d.OK {
+						mu.Lock()
+						got[string(d.Message.Body)]++
+						mu.Unlock()
+						n++
+					}
+				}
+			}()
+		}
+		synctest.Wait()
+		if w := s.Snapshot().Waiting; w != boxes {
+			t.Fatalf("waiting long-polls = %d; want %d", w, boxes)
+		}
+		var posting sync.WaitGroup
+		for p := range posters {
+			posting.Add(1)
+			go func() {
+				defer posting.Done()
+				for i := p; i < boxes*perBox; i += posters {
+					body := fmt.Sprintf("%d/%d", i%boxes, i)
+					if _, err := s.Post(context.Background(), id(i%boxes), []byte(body)); err != nil {
+						t.Errorf("post %s: %v", body, err)
+					}
+				}
+			}()
+		}
+		posting.Wait()
+		consumers.Wait()
+		if len(got) != boxes*perBox {
+			t.Fatalf("delivered %d distinct messages; want %d", len(got), boxes*perBox)
+		}
+		for body, n := range got {
+			if n != 1 {
+				t.Fatalf("%s delivered %d times", body, n)
+			}
+		}
+		time.Sleep(time.Hour + time.Minute) // idle timeout plus sweeps
+		synctest.Wait()
+		if n := s.Snapshot().Mailboxes; n != 0 {
+			t.Fatalf("%d mailboxes left after the idle timeout", n)
+		}
+		s.Close()
+		synctest.Wait()
+		if n := runtime.NumGoroutine(); n != baseline {
+			t.Fatalf("goroutines: %d after reaping; want baseline %d", n, baseline)
+		}
+	})
+}

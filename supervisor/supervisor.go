@@ -1,0 +1,321 @@
+// Package supervisor owns the registry of mailbox actors: it spawns an actor
+// on a mailbox's first use, routes posts and long-polls to it, and runs the
+// reaper actor that sweeps expired messages, stops idle actors and evicts
+// under memory pressure.
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"go.uber.org/zap"
+
+	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
+)
+
+// Errors the supervisor answers with besides the actor's own.
+var (
+	// ErrOverloaded: a new mailbox or more queue memory is needed and none
+	// can be reclaimed (Z5, R3.5).
+	ErrOverloaded = errors.New("server is at its mailbox or memory limit")
+	// ErrClosed: the supervisor is shutting down.
+	ErrClosed = errors.New("supervisor is closed")
+)
+
+// retries bounds how often a request looks a mailbox up again after its
+// actor stopped underneath it (reaped or reclaimed between lookup and send).
+const retries = 3
+
+// Options configure a Supervisor. cmd builds them from conf.Config.
+type Options struct {
+	MaxQueueLength   int
+	TTL              time.Duration
+	IdleTimeout      time.Duration
+	EvictionInterval time.Duration
+	MaxMailboxes     int
+	MemoryLimit      int64 // bytes of queued message bodies, all mailboxes
+	// Now is the clock for arrival times, idleness and sequences; nil is
+	// the wall clock at start plus monotonic time since, so it never steps
+	// back (R1.7).
+	Now     func() time.Time
+	Logger  *zap.Logger  // nil: no logs
+	Metrics *metrics.Set // nil: no metrics
+	// Restore is queued messages read from the state file, oldest first
+	// per mailbox.
+	Restore map[actor.ID][]actor.Message
+}
+
+// Supervisor routes requests to mailbox actors. Its methods are safe for
+// concurrent use.
+type Supervisor struct {
+	opts  Options
+	log   *zap.Logger
+	reg   *registry
+	stats actor.Stats
+
+	live     atomic.Int64 // registered actors
+	reserved atomic.Int64 // body bytes of posts in flight (R3.5)
+	waiting  atomic.Int64 // long-polls waiting now
+	closing  atomic.Bool
+
+	reaper *reaper
+	closed sync.Once
+
+	// Set once by registerMetrics before the reaper's first sweep; nil
+	// without metrics.
+	queueDepth *metrics.PrometheusHistogram
+	reapedIdle *metrics.Counter
+	reclaimed  *metrics.Counter
+}
+
+// New starts a supervisor and its reaper.
+func New(opts Options) *Supervisor {
+	if opts.Now == nil {
+		start := time.Now()
+		opts.Now = func() time.Time { return start.Add(time.Since(start)) }
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	s := &Supervisor{opts: opts, log: opts.Logger, reg: newRegistry()}
+	for id, msgs := range opts.Restore {
+		s.restore(id, msgs)
+	}
+	s.opts.Restore = nil
+	if opts.Metrics != nil {
+		s.registerMetrics(opts.Metrics)
+	}
+	s.reaper = startReaper(s)
+	return s
+}
+
+// Stats are the server-wide message counters.
+func (s *Supervisor) Stats() *actor.Stats { return &s.stats }
+
+// Snapshot is what /health reports.
+type Snapshot struct {
+	Mailboxes   int
+	Messages    int64
+	QueuedBytes int64
+	Waiting     int64
+}
+
+// Snapshot reads the live counters without asking any actor.
+func (s *Supervisor) Snapshot() Snapshot {
+	return Snapshot{
+		Mailboxes:   int(s.live.Load()),
+		Messages:    s.stats.QueuedMessages.Load(),
+		QueuedBytes: s.stats.QueuedBytes.Load(),
+		Waiting:     s.waiting.Load(),
+	}
+}
+
+// Post queues body for id, evicting the oldest messages server-wide first
+// when the global memory limit would be passed (R3.6).
+func (s *Supervisor) Post(ctx context.Context, id actor.ID, body []byte) (actor.PostReply, error) {
+	size := int64(len(body))
+	if err := s.reserve(ctx, size); err != nil {
+		return actor.PostReply{}, err
+	}
+	defer s.reserved.Add(-size)
+	for range retries {
+		mb, err := s.mailbox(ctx, id, true)
+		if err != nil {
+			return actor.PostReply{}, err
+		}
+		r, err := mb.Post(ctx, body)
+		if errors.Is(err, actor.ErrStopped) {
+			continue // reaped between lookup and send: a fresh actor takes it
+		}
+		return r, err
+	}
+	return actor.PostReply{}, ErrOverloaded
+}
+
+// Receive takes the oldest message of id, long-polling up to wait. A GET
+// that would not wait never creates a mailbox.
+func (s *Supervisor) Receive(ctx context.Context, id actor.ID, wait time.Duration) (actor.Delivery, error) {
+	if wait > 0 {
+		s.waiting.Add(1)
+		defer s.waiting.Add(-1)
+	}
+	deadline := time.Now().Add(wait)
+	for range retries {
+		mb, err := s.mailbox(ctx, id, wait > 0)
+		if err != nil || mb == nil {
+			return actor.Delivery{}, err
+		}
+		d, err := mb.Receive(ctx, wait)
+		if errors.Is(err, actor.ErrStopped) {
+			if s.closing.Load() {
+				return actor.Delivery{}, ErrClosed
+			}
+			// Reclaimed before it took our command; keep our own deadline.
+			if wait > 0 {
+				wait = max(time.Until(deadline), time.Millisecond)
+			}
+			continue
+		}
+		return d, err
+	}
+	return actor.Delivery{}, ErrOverloaded
+}
+
+// Requeue puts back a message whose response could not be written (Z2). It
+// may pass the mailbox and memory limits by the messages in flight, because
+// losing an accepted message is worse.
+func (s *Supervisor) Requeue(id actor.ID, msg actor.Message) error {
+	for range retries {
+		mb, err := s.spawn(context.Background(), id, true)
+		if err != nil {
+			return err
+		}
+		if err := mb.Requeue(context.Background(), msg); !errors.Is(err, actor.ErrStopped) {
+			return err
+		}
+	}
+	return ErrOverloaded
+}
+
+// mailbox returns id's actor, spawning it when create is set. Without
+// create, a missing mailbox is (nil, nil).
+func (s *Supervisor) mailbox(ctx context.Context, id actor.ID, create bool) (*actor.Mailbox, error) {
+	if mb := s.reg.get(id); mb != nil {
+		return mb, nil
+	}
+	if !create {
+		return nil, nil
+	}
+	return s.spawn(ctx, id, false)
+}
+
+// spawn registers a new actor for id unless one exists. At max_mailboxes it
+// asks the reaper to reclaim idle empty mailboxes first (Z5); force skips
+// the limit.
+func (s *Supervisor) spawn(ctx context.Context, id actor.ID, force bool) (*actor.Mailbox, error) {
+	for attempt := 0; ; attempt++ {
+		sh := s.reg.shard(id)
+		sh.mu.Lock()
+		if mb := sh.m[id]; mb != nil {
+			sh.mu.Unlock()
+			return mb, nil
+		}
+		if s.closing.Load() {
+			sh.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if force || s.acquireSlot() {
+			if force {
+				s.live.Add(1)
+			}
+			mb := s.start(id, nil)
+			sh.m[id] = mb
+			sh.mu.Unlock()
+			return mb, nil
+		}
+		sh.mu.Unlock()
+		if attempt > 0 {
+			return nil, ErrOverloaded
+		}
+		// Never ask the reaper while holding a shard lock: it stops
+		// actors, and a stopping actor takes its shard's lock.
+		if err := s.reaper.reclaimSlots(ctx); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// acquireSlot counts a new actor against MaxMailboxes.
+func (s *Supervisor) acquireSlot() bool {
+	for {
+		n := s.live.Load()
+		if n >= int64(s.opts.MaxMailboxes) {
+			return false
+		}
+		if s.live.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// start spawns an actor; the caller has counted it in live and registers it.
+func (s *Supervisor) start(id actor.ID, restore []actor.Message) *actor.Mailbox {
+	// R1.7: a new mailbox starts at the clock in microseconds, so sequences
+	// keep rising across reaping without remembering reaped mailboxes.
+	first := uint64(s.opts.Now().UnixMicro())
+	if n := len(restore); n > 0 && restore[n-1].Seq >= first {
+		first = restore[n-1].Seq + 1
+	}
+	return actor.Start(id, actor.Options{
+		MaxQueueLength: s.opts.MaxQueueLength,
+		TTL:            s.opts.TTL,
+		Now:            s.opts.Now,
+		Stats:          &s.stats,
+		FirstSeq:       first,
+		Restore:        restore,
+		OnStop: func(mb *actor.Mailbox) {
+			if s.reg.remove(mb) {
+				s.live.Add(-1)
+			}
+		},
+	})
+}
+
+func (s *Supervisor) restore(id actor.ID, msgs []actor.Message) {
+	sh := s.reg.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.m[id] != nil || len(msgs) == 0 {
+		return
+	}
+	s.live.Add(1)
+	sh.m[id] = s.start(id, msgs)
+}
+
+// reserve counts size against the memory limit, asking the reaper to evict
+// the oldest messages server-wide when it does not fit (R3.5, R3.6).
+func (s *Supervisor) reserve(ctx context.Context, size int64) error {
+	for range retries {
+		if s.tryReserve(size) {
+			return nil
+		}
+		if err := s.reaper.freeMemory(ctx, size); err != nil {
+			return err
+		}
+	}
+	return ErrOverloaded
+}
+
+func (s *Supervisor) tryReserve(size int64) bool {
+	r := s.reserved.Add(size)
+	if s.stats.QueuedBytes.Load()+r > s.opts.MemoryLimit {
+		s.reserved.Add(-size)
+		return false
+	}
+	return true
+}
+
+// Close stops the reaper and every actor, and returns the messages still
+// queued, oldest first per mailbox, for the state file. Parked long-polls
+// get ErrClosed. Close waits until every actor goroutine has ended.
+func (s *Supervisor) Close() map[actor.ID][]actor.Message {
+	left := make(map[actor.ID][]actor.Message)
+	s.closed.Do(func() {
+		s.closing.Store(true)
+		s.reaper.stop()
+		// spawn checks closing under its shard lock, so once a pass finds
+		// the registry empty no actor can appear any more.
+		for mbs := s.reg.all(); len(mbs) > 0; mbs = s.reg.all() {
+			for _, mb := range mbs {
+				if msgs := mb.Stop(); len(msgs) > 0 {
+					left[mb.ID()] = msgs
+				}
+			}
+		}
+	})
+	return left
+}

@@ -1,0 +1,322 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
+)
+
+func testOptions() Options {
+	return Options{
+		MaxQueueLength:   100,
+		TTL:              300 * time.Second,
+		IdleTimeout:      time.Hour,
+		EvictionInterval: 30 * time.Second,
+		MaxMailboxes:     10000,
+		MemoryLimit:      64 << 20,
+		Now:              time.Now,
+	}
+}
+
+func newTest(t *testing.T, opts Options) *Supervisor {
+	t.Helper()
+	s := New(opts)
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func id(n int) actor.ID { return actor.ID{byte(n), byte(n >> 8), 0xaa} }
+
+func post(t *testing.T, s *Supervisor, to actor.ID, body string) actor.PostReply {
+	t.Helper()
+	r, err := s.Post(context.Background(), to, []byte(body))
+	if err != nil {
+		t.Fatalf("Post(%q): %v", body, err)
+	}
+	return r
+}
+
+func receive(t *testing.T, s *Supervisor, from actor.ID) actor.Delivery {
+	t.Helper()
+	d, err := s.Receive(context.Background(), from, 0)
+	if err != nil {
+		t.Fatalf("Receive: %v", err)
+	}
+	return d
+}
+
+func TestFirstSequenceIsClockMicros(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newTest(t, testOptions())
+		want := uint64(time.Now().UnixMicro())
+		if r := post(t, s, id(1), "a"); r.Seq != want {
+			t.Fatalf("first seq %d; want clock micros %d", r.Seq, want)
+		}
+		if r := post(t, s, id(1), "b"); r.Seq != want+1 {
+			t.Fatalf("second seq %d; want %d", r.Seq, want+1)
+		}
+	})
+}
+
+// R1.7, R3.3: an idle mailbox is reaped by the sweep, and sequences keep
+// rising when it is created again.
+func TestIdleReapingKeepsSequencesRising(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newTest(t, testOptions())
+		last := post(t, s, id(1), "a").Seq
+		receive(t, s, id(1))
+		if s.Snapshot().Mailboxes != 1 {
+			t.Fatalf("mailboxes = %d; want 1", s.Snapshot().Mailboxes)
+		}
+		time.Sleep(time.Hour + 31*time.Second) // idle timeout plus a sweep
+		synctest.Wait()
+		if got := s.Snapshot().Mailboxes; got != 0 {
+			t.Fatalf("mailboxes after idle timeout = %d; want 0", got)
+		}
+		if got := s.reapedIdle; got != nil {
+			t.Fatalf("no metrics set, yet a counter exists")
+		}
+		if r := post(t, s, id(1), "b"); r.Seq <= last {
+			t.Fatalf("seq after re-creation %d; want > %d", r.Seq, last)
+		}
+	})
+}
+
+func TestWaitZeroOnMissingMailboxCreatesNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newTest(t, testOptions())
+		if d := receive(t, s, id(9)); d.OK {
+			t.Fatalf("got %+v from a missing mailbox", d)
+		}
+		if got := s.Snapshot().Mailboxes; got != 0 {
+			t.Fatalf("mailboxes = %d; want 0", got)
+		}
+	})
+}
+
+// R3.5, R3.6: a post that would pass the memory limit evicts the oldest
+// messages server-wide first, oldest first across mailboxes.
+func TestMemoryEvictionOldestFirstAcrossMailboxes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		opts := testOptions()
+		opts.MemoryLimit = 30
+		s := newTest(t, opts)
+		post(t, s, id(1), "1111111111") // oldest
+		time.Sleep(time.Second)
+		post(t, s, id(2), "2222222222")
+		time.Sleep(time.Second)
+		post(t, s, id(1), "3333333333")
+		time.Sleep(time.Second)
+		post(t, s, id(3), "4444444444444444444") // needs 19: evicts 1111 and 2222
+		if got := s.Stats().EvictedMemory.Load(); got != 2 {
+			t.Fatalf("EvictedMemory = %d; want 2", got)
+		}
+		if got := s.Snapshot().QueuedBytes; got != 29 {
+			t.Fatalf("QueuedBytes = %d; want 29", got)
+		}
+		if d := receive(t, s, id(1)); string(d.Message.Body) != "3333333333" {
+			t.Fatalf("mailbox 1 kept %q; want the newer 3333333333", d.Message.Body)
+		}
+		if d := receive(t, s, id(2)); d.OK {
+			t.Fatalf("mailbox 2 kept %q; want it evicted", d.Message.Body)
+		}
+	})
+}
+
+func TestMemoryLimitWithNothingToEvict(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		opts := testOptions()
+		opts.MemoryLimit = 4
+		s := newTest(t, opts)
+		if _, err := s.Post(context.Background(), id(1), []byte("12345")); !errors.Is(err, ErrOverloaded) {
+			t.Fatalf("got %v; want ErrOverloaded", err)
+		}
+	})
+}
+
+// Z5: at max_mailboxes an empty mailbox without waiters is reclaimed, the
+// least recently active first; when none is reclaimable the answer is
+// ErrOverloaded.
+func TestMaxMailboxesReclaimsIdleEmpty(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		opts := testOptions()
+		opts.MaxMailboxes = 3
+		s := newTest(t, opts)
+		post(t, s, id(1), "x")
+		receive(t, s, id(1)) // 1 is empty now, active at t0
+		time.Sleep(time.Second)
+		post(t, s, id(2), "x")
+		receive(t, s, id(2)) // 2 is empty, more recent
+		time.Sleep(time.Second)
+		post(t, s, id(3), "x") // 3 holds a message
+		post(t, s, id(4), "x") // reclaims 1
+		if s.reg.get(id(1)) != nil || s.reg.get(id(2)) == nil {
+			t.Fatalf("wrong mailbox reclaimed: want 1 gone and 2 kept")
+		}
+		post(t, s, id(5), "x") // reclaims 2
+		if _, err := s.Post(context.Background(), id(6), []byte("x")); !errors.Is(err, ErrOverloaded) {
+			t.Fatalf("all mailboxes hold messages: got %v; want ErrOverloaded", err)
+		}
+		if got := s.Snapshot().Mailboxes; got != 3 {
+			t.Fatalf("mailboxes = %d; want 3", got)
+		}
+	})
+}
+
+func TestMaxMailboxesKeepsMailboxWithWaiter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		opts := testOptions()
+		opts.MaxMailboxes = 1
+		s := newTest(t, opts)
+		got := make(chan actor.Delivery, 1)
+		go func() {
+			d, _ := s.Receive(context.Background(), id(1), time.Minute)
+			got <- d
+		}()
+		synctest.Wait()
+		if _, err := s.Post(context.Background(), id(2), []byte("x")); !errors.Is(err, ErrOverloaded) {
+			t.Fatalf("got %v; want ErrOverloaded: the only mailbox has a waiter", err)
+		}
+		post(t, s, id(1), "for the waiter")
+		if d := <-got; string(d.Message.Body) != "for the waiter" {
+			t.Fatalf("waiter got %+v", d)
+		}
+	})
+}
+
+// A post racing the reaper stopping the same actor is never lost: it is
+// either taken by the old actor or retried against a fresh one.
+func TestPostRacingReaperIsNeverLost(t *testing.T) {
+	s := newTest(t, testOptions())
+	const posts = 2000
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			// Stop whatever actor holds the id right now, as a sweep
+			// of an idle mailbox would.
+			if mb := s.reg.get(id(1)); mb != nil {
+				mb.Sweep(context.Background(), time.Now().Add(time.Hour))
+			}
+		}
+	}()
+	delivered := 0
+	for i := range posts {
+		post(t, s, id(1), fmt.Sprint(i))
+		if i%2 == 1 {
+			for range 2 {
+				if d := receive(t, s, id(1)); d.OK {
+					delivered++
+				}
+			}
+		}
+	}
+	close(stop)
+	wg.Wait()
+	for {
+		d := receive(t, s, id(1))
+		if !d.OK {
+			break
+		}
+		delivered++
+	}
+	if delivered != posts {
+		t.Fatalf("delivered %d of %d posts", delivered, posts)
+	}
+}
+
+func TestCloseReturnsQueuedAndWakesWaiters(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := New(testOptions())
+		post(t, s, id(1), "a")
+		post(t, s, id(1), "b")
+		errc := make(chan error, 1)
+		go func() {
+			_, err := s.Receive(context.Background(), id(2), time.Minute)
+			errc <- err
+		}()
+		synctest.Wait()
+		left := s.Close()
+		if err := <-errc; !errors.Is(err, ErrClosed) {
+			t.Fatalf("parked waiter: got %v; want ErrClosed", err)
+		}
+		if msgs := left[id(1)]; len(msgs) != 2 || string(msgs[0].Body) != "a" {
+			t.Fatalf("Close returned %+v; want a, b", left)
+		}
+		if _, err := s.Post(context.Background(), id(1), []byte("late")); !errors.Is(err, ErrClosed) {
+			t.Fatalf("post after close: got %v; want ErrClosed", err)
+		}
+	})
+}
+
+func TestRestoreKeepsSequencesAndOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		opts := testOptions()
+		future := uint64(time.Now().Add(time.Hour).UnixMicro())
+		opts.Restore = map[actor.ID][]actor.Message{
+			id(1): {{Seq: future, Body: []byte("kept"), Arrived: time.Now()}},
+		}
+		s := newTest(t, opts)
+		if r := post(t, s, id(1), "new"); r.Seq != future+1 {
+			t.Fatalf("seq after restore %d; want %d", r.Seq, future+1)
+		}
+		if d := receive(t, s, id(1)); string(d.Message.Body) != "kept" {
+			t.Fatalf("got %q; want the restored message first", d.Message.Body)
+		}
+	})
+}
+
+func TestRequeueAfterMailboxReclaimed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newTest(t, testOptions())
+		post(t, s, id(1), "x")
+		d := receive(t, s, id(1))
+		s.reg.get(id(1)).Sweep(context.Background(), time.Now().Add(time.Hour))
+		synctest.Wait()
+		if err := s.Requeue(id(1), d.Message); err != nil {
+			t.Fatal(err)
+		}
+		again := receive(t, s, id(1))
+		if again.Message.Seq != d.Message.Seq {
+			t.Fatalf("got seq %d; want the requeued %d", again.Message.Seq, d.Message.Seq)
+		}
+	})
+}
+
+func TestSweepExpiresThenReapsAndCounts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		opts := testOptions()
+		opts.Metrics = metrics.NewSet()
+		s := newTest(t, opts)
+		post(t, s, id(1), "x")
+		s.Receive(context.Background(), id(2), time.Millisecond) // an empty mailbox
+		time.Sleep(time.Hour + 30*time.Second)
+		synctest.Wait()
+		// Mailbox 2 was always empty; mailbox 1's message expired in the
+		// sweep after 300 s, and then it was as idle as mailbox 2.
+		if got := s.reapedIdle.Get(); got != 2 {
+			t.Fatalf("reaped idle = %d; want 2", got)
+		}
+		if got := s.Snapshot().Mailboxes; got != 0 {
+			t.Fatalf("mailboxes = %d; want 0", got)
+		}
+		if got := s.Stats().EvictedTTL.Load(); got != 1 {
+			t.Fatalf("EvictedTTL = %d; want 1", got)
+		}
+	})
+}
