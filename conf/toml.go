@@ -1,0 +1,60 @@
+package conf
+
+import (
+	"net/url"
+	"strings"
+
+	gotoml "github.com/pelletier/go-toml/v2"
+)
+
+// redacted replaces secret values in printed config (R5, Z6).
+const redacted = "<redacted>"
+
+// TOML returns the config as a TOML document with every key in spec order,
+// as --check-config prints it. Secrets are redacted: each auth_tokens entry
+// becomes "<redacted>", and so does the password of redis_url. The output
+// parses back as a config file.
+func (c Config) TOML() []byte {
+	c.AuthTokens = make([]string, len(c.AuthTokens))
+	for i := range c.AuthTokens {
+		c.AuthTokens[i] = redacted
+	}
+	c.RedisURL = redactURL(c.RedisURL)
+	// go-toml writes struct fields in declaration order, which is the spec
+	// order; nil lists would be left out, so make them empty.
+	for _, p := range []*[]string{&c.IPAllowlist, &c.IPBlocklist, &c.TrustedProxies} {
+		if *p == nil {
+			*p = []string{}
+		}
+	}
+	b, err := gotoml.Marshal(c)
+	if err != nil {
+		panic("BUG: conf: marshalling Config as TOML: " + err.Error())
+	}
+	return b
+}
+
+// redactURL replaces the password of a URL with "<redacted>". A value that
+// does not parse as a URL is redacted whole, since where a password sits in
+// it cannot be known.
+func redactURL(s string) string {
+	if s == "" {
+		return ""
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return redacted
+	}
+	if u.User == nil {
+		return s
+	}
+	if _, ok := u.User.Password(); !ok {
+		return s
+	}
+	// url.URL.String would percent-encode "<" and ">" in the userinfo, so
+	// the redacted userinfo is put in by hand.
+	user := url.User(u.User.Username()).String()
+	u.User = nil
+	rest := strings.TrimPrefix(u.String(), u.Scheme+"://")
+	return u.Scheme + "://" + user + ":" + redacted + "@" + rest
+}

@@ -1,0 +1,241 @@
+package conf
+
+import (
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode"
+)
+
+// Problem is one thing wrong with the configuration (R7.7).
+type Problem struct {
+	// Key is the config key, or "config" for the config file itself, or
+	// the flag name for a command-line problem.
+	Key string
+	// Source is where the value came from: "default", "file <path>",
+	// "env ZRC_X" or "flag --x".
+	Source string
+	// Message says what is wrong and what is allowed. It never holds a
+	// secret value.
+	Message string
+}
+
+// String formats the problem as one line: config: <key> (<source>): <message>.
+func (p Problem) String() string {
+	return "config: " + p.Key + " (" + p.Source + "): " + p.Message
+}
+
+// Error holds every problem found at once, so an operator fixes them all
+// in one pass rather than one per restart.
+type Error struct {
+	Problems []Problem
+}
+
+// Error joins one line per problem.
+func (e *Error) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// sourceValue is the Source of problems found by Config.Validate, which
+// does not know where the values came from.
+const sourceValue = "config value"
+
+// Validate checks c against every rule of R7.7 and returns an *Error with
+// all problems, or nil. Problems carry the source "config value"; Parse
+// reports the real source of each value instead.
+func (c Config) Validate() error {
+	if probs := validate(&c, nil); len(probs) > 0 {
+		return &Error{Problems: probs}
+	}
+	return nil
+}
+
+// validate checks the effective values. sources maps key to source text;
+// a key missing from it gets sourceValue.
+func validate(c *Config, sources map[string]string) []Problem {
+	v := validator{c: c, sources: sources}
+
+	// Single-key rules, in spec order: ranges and enumerations.
+	for i := range fields {
+		f := &fields[i]
+		switch f.kind {
+		case kindInt, kindInt64:
+			n := toInt64(f.get(c))
+			if n < f.min || n > f.maxValue() {
+				v.addf(f.key, "%s, got %d", f.allowedText(), n)
+			}
+		case kindString:
+			if s := f.get(c).(string); len(f.oneOf) > 0 && !slices.Contains(f.oneOf, s) {
+				v.addf(f.key, "%s, got %s", f.allowedText(), quoteTrunc(s))
+			}
+		}
+	}
+
+	v.metricsListen()
+	v.crossLimits()
+	for _, key := range []string{"ip_allowlist", "ip_blocklist", "trusted_proxies"} {
+		v.ipList(key, byKey[key].get(c).([]string))
+	}
+	v.auth()
+	v.tls()
+	v.store()
+	return v.problems
+}
+
+// validator collects problems about one Config.
+type validator struct {
+	c        *Config
+	sources  map[string]string
+	problems []Problem
+}
+
+func (v *validator) source(key string) string {
+	if s, ok := v.sources[key]; ok {
+		return s
+	}
+	return sourceValue
+}
+
+func (v *validator) addf(key, format string, args ...any) {
+	v.problems = append(v.problems, Problem{Key: key, Source: v.source(key), Message: fmt.Sprintf(format, args...)})
+}
+
+// from names where another key's value came from, for cross-key messages.
+func (v *validator) from(key string) string {
+	return key + " from " + v.source(key)
+}
+
+func (v *validator) metricsListen() {
+	addr := v.c.MetricsListen
+	if addr == "" {
+		return
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil {
+		_, err = strconv.ParseUint(port, 10, 16)
+	}
+	if err != nil {
+		v.addf("metrics_listen", "%s, got %s", byKey["metrics_listen"].allowedText(), quoteTrunc(addr))
+	}
+}
+
+// crossLimits checks the limits that depend on another key, only when that
+// key is itself valid (its own problem is reported already).
+func (v *validator) crossLimits() {
+	c := v.c
+	if c.MemoryLimitMB >= 1 && int64(c.MemoryLimitMB) <= maxMiB && c.MaxMessageSize > c.MemoryLimitBytes() {
+		v.addf("max_message_size", "%s (%s = %d bytes), got %d",
+			byKey["max_message_size"].allowedText(), v.from("memory_limit_mb"), c.MemoryLimitBytes(), c.MaxMessageSize)
+	}
+	if c.LongPollMaxMS >= 0 && c.LongPollDefaultMS > c.LongPollMaxMS {
+		v.addf("long_poll_default_ms", "%s (%s = %d), got %d",
+			byKey["long_poll_default_ms"].allowedText(), v.from("long_poll_max_ms"), c.LongPollMaxMS, c.LongPollDefaultMS)
+	}
+}
+
+// ipList checks that every entry is an IP address or CIDR prefix (R4.5,
+// R4.6, Z3). Addresses are not secret, so they are echoed.
+func (v *validator) ipList(key string, list []string) {
+	for i, e := range list {
+		if e == "" {
+			v.addf(key, "entry %d is empty; %s", i+1, byKey[key].allowedText())
+			continue
+		}
+		if !validIPOrPrefix(e) {
+			v.addf(key, "entry %d %s is not an IP address or CIDR prefix; %s", i+1, quoteTrunc(e), byKey[key].allowedText())
+		}
+	}
+}
+
+func validIPOrPrefix(s string) bool {
+	if strings.Contains(s, "/") {
+		_, err := netip.ParsePrefix(s)
+		return err == nil
+	}
+	a, err := netip.ParseAddr(s)
+	// A zone (fe80::1%eth0) never matches a peer address; reject it.
+	return err == nil && a.Zone() == ""
+}
+
+// auth checks the tokens and what each auth_mode needs (R5). No message
+// holds a token: entries are named by position.
+func (v *validator) auth() {
+	c := v.c
+	for i, tok := range c.AuthTokens {
+		switch {
+		case tok == "":
+			v.addf("auth_tokens", "entry %d is empty; %s", i+1, byKey["auth_tokens"].allowedText())
+		case strings.HasPrefix(tok, "sha256:") && !isSHA256Hex(strings.TrimPrefix(tok, "sha256:")):
+			v.addf("auth_tokens", "entry %d starts with sha256: but is not followed by exactly 64 hex characters", i+1)
+		case strings.IndexFunc(tok, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
+			// A Bearer credential cannot carry these, so such a token
+			// could never match; most likely a quoting slip in the file.
+			v.addf("auth_tokens", "entry %d contains whitespace or control characters, which a Bearer token cannot carry", i+1)
+		}
+	}
+	switch c.AuthMode {
+	case "server_wide":
+		if len(c.AuthTokens) == 0 {
+			v.addf("auth_tokens", "must hold at least one token when auth_mode is server_wide (%s)", v.from("auth_mode"))
+		}
+	case "per_mailbox":
+		if c.MailboxTokensFile == "" {
+			v.addf("mailbox_tokens_file", "must name the token file when auth_mode is per_mailbox (%s)", v.from("auth_mode"))
+		}
+	}
+}
+
+func isSHA256Hex(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+// tls checks that the pair is set together (R8.1, R8.2) and names the
+// missing half.
+func (v *validator) tls() {
+	c := v.c
+	switch {
+	case c.TLSCertPath != "" && c.TLSKeyPath == "":
+		v.addf("tls_key_path", "must be set when tls_cert_path is set (%s); set both or neither", v.from("tls_cert_path"))
+	case c.TLSKeyPath != "" && c.TLSCertPath == "":
+		v.addf("tls_cert_path", "must be set when tls_key_path is set (%s); set both or neither", v.from("tls_key_path"))
+	}
+}
+
+// store checks redis_url whenever it is set, and that store = "redis" has
+// one. The URL may hold a password, so it is never echoed.
+func (v *validator) store() {
+	c := v.c
+	if c.RedisURL == "" {
+		if c.Store == "redis" {
+			v.addf("redis_url", "%s, needed when store is redis (%s)", byKey["redis_url"].allowedText(), v.from("store"))
+		}
+		return
+	}
+	u, err := url.Parse(c.RedisURL)
+	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" || u.Opaque != "" {
+		v.addf("redis_url", "%s (the value is not shown: it may hold a password)", byKey["redis_url"].allowedText())
+	}
+}
+
+func toInt64(v any) int64 {
+	switch n := v.(type) {
+	case int:
+		return int64(n)
+	case int64:
+		return n
+	}
+	panic(fmt.Sprintf("BUG: conf: integer key holds %T", v))
+}
