@@ -424,7 +424,9 @@ func TestThousandWaitingMailboxes(t *testing.T) {
 		}
 		s.Close()
 		synctest.Wait()
-		if n := runtime.NumGoroutine(); n != baseline {
+		// Other tests' goroutines may still be ending, so the count can
+		// only be checked for growth.
+		if n := runtime.NumGoroutine(); n > baseline {
 			t.Fatalf("goroutines: %d after reaping; want baseline %d", n, baseline)
 		}
 	})
