@@ -1,3 +1,8 @@
+//go:build !race
+
+// Memory footprints are measured without the race detector, which enlarges
+// every goroutine stack and allocation; .ci/run runs them in a plain pass.
+
 package supervisor
 
 import (
