@@ -15,6 +15,7 @@ type Stats struct {
 	Posted, Delivered, Requeued atomic.Uint64
 	EvictedTTL, EvictedMemory   atomic.Uint64
 	QueuedMessages, QueuedBytes atomic.Int64
+	Waiting                     atomic.Int64 // long-polls parked now
 }
 
 // Options configure one mailbox actor.
@@ -51,7 +52,7 @@ type Mailbox struct {
 
 	// Owned by run.
 	q        queue
-	parked   []*waiter // oldest first; some may be gone, pruned lazily
+	parked   []*Waiter // oldest first; some may be gone, pruned lazily
 	pruneAt  int       // prune gone waiters when len(waiters) reaches this
 	nextSeq  uint64
 	stopping bool
@@ -138,24 +139,46 @@ func (m *Mailbox) Post(ctx context.Context, body []byte) (PostReply, error) {
 // or OK=false when wait passes (R2.4, R2.5). It returns ctx's cause when the
 // caller's context ends and ErrStopped when the actor stops meanwhile.
 func (m *Mailbox) Receive(ctx context.Context, wait time.Duration) (Delivery, error) {
-	w := &waiter{ctx: ctx, reply: make(chan Delivery, 1)}
-	if err := m.send(ctx, &getCmd{w: w, wait: wait > 0}); err != nil {
+	w, err := m.Park(ctx, wait)
+	if err != nil {
 		return Delivery{}, err
 	}
-	var expired <-chan time.Time
+	return w.Await()
+}
+
+// Park asks for the oldest message and returns at once; the answer comes
+// through the returned Waiter's Await, which the caller must call. The
+// only error is the send's: ErrStopped or ctx's cause.
+func (m *Mailbox) Park(ctx context.Context, wait time.Duration) (*Waiter, error) {
+	w := &Waiter{ctx: ctx, reply: make(chan Delivery, 1), mb: m}
+	if err := m.send(ctx, &getCmd{w: w, wait: wait > 0}); err != nil {
+		return nil, err
+	}
 	if wait > 0 {
-		t := time.NewTimer(wait)
-		defer t.Stop()
-		expired = t.C
+		w.timer = time.NewTimer(wait)
+		m.opts.Stats.Waiting.Add(1)
+	}
+	return w, nil
+}
+
+// Await waits for the answer to Park: a delivery, OK=false when the wait
+// passed, ctx's cause when the caller's context ended, or ErrStopped when
+// the actor stopped (only Close stops an actor with live waiters).
+func (w *Waiter) Await() (Delivery, error) {
+	var expired <-chan time.Time
+	if w.timer != nil {
+		defer w.mb.opts.Stats.Waiting.Add(-1)
+		defer w.timer.Stop()
+		expired = w.timer.C
 	}
 	var err error
 	select {
 	case d := <-w.reply:
 		return d, nil
 	case <-expired:
-	case <-ctx.Done():
-		err = context.Cause(ctx)
-	case <-m.done:
+	case <-w.ctx.Done():
+		err = context.Cause(w.ctx)
+	case <-w.mb.done:
 		err = ErrStopped
 	}
 	if w.state.CompareAndSwap(waiting, cancelled) {

@@ -146,7 +146,7 @@ func TestHandoffSkipsDoneContext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mb, _ := startTest(t, 10)
 		ctx, cancel := context.WithCancel(context.Background())
-		w := &waiter{ctx: ctx, reply: make(chan Delivery, 1)}
+		w := &Waiter{ctx: ctx, reply: make(chan Delivery, 1), mb: mb}
 		if err := mb.send(context.Background(), &getCmd{w: w, wait: true}); err != nil {
 			t.Fatal(err)
 		}

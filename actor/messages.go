@@ -69,7 +69,7 @@ type postResult struct {
 // getCmd asks for the oldest message; with wait set and none queued, the
 // waiter is parked until a message arrives or the caller gives up.
 type getCmd struct {
-	w    *waiter
+	w    *Waiter
 	wait bool
 }
 
@@ -102,14 +102,21 @@ const (
 	cancelled
 )
 
-type waiter struct {
+// Waiter is a receive in progress: Mailbox.Park hands it to the actor and
+// Await collects the answer. Splitting the two keeps the stack of a parked
+// long-poll shallow: the HTTP handler waits in Await right under its own
+// frame, so that net/http's connection goroutine fits a 4 KiB stack while
+// it waits (docs/performance.md).
+type Waiter struct {
 	ctx   context.Context
 	state atomic.Int32
 	reply chan Delivery // buffer 1
+	mb    *Mailbox
+	timer *time.Timer // nil for a receive that does not wait
 }
 
 // gone reports whether the waiter can no longer take a message: its caller
 // gave up or its client has left (Z2).
-func (w *waiter) gone() bool {
+func (w *Waiter) gone() bool {
 	return w.state.Load() != waiting || w.ctx.Err() != nil
 }

@@ -16,7 +16,7 @@ func (s *Supervisor) registerMetrics(set *metrics.Set) {
 	set.NewGauge("zrc_rendezvous_active_mailboxes", func() float64 { return float64(s.live.Load()) })
 	set.NewGauge("zrc_rendezvous_total_messages", func() float64 { return float64(s.stats.QueuedMessages.Load()) })
 	set.NewGauge("zrc_rendezvous_queued_bytes", func() float64 { return float64(s.stats.QueuedBytes.Load()) })
-	set.NewGauge("zrc_rendezvous_waiting_long_polls", func() float64 { return float64(s.waiting.Load()) })
+	set.NewGauge("zrc_rendezvous_waiting_long_polls", func() float64 { return float64(s.stats.Waiting.Load()) })
 	set.NewGauge("zrc_rendezvous_memory_limit_bytes", func() float64 { return float64(s.opts.MemoryLimit) })
 	set.NewGauge("zrc_rendezvous_max_mailboxes", func() float64 { return float64(s.opts.MaxMailboxes) })
 	s.queueDepth = set.NewPrometheusHistogramExt("zrc_rendezvous_queue_depth", queueDepthBuckets)

@@ -59,7 +59,6 @@ type Supervisor struct {
 
 	live     atomic.Int64 // registered actors
 	reserved atomic.Int64 // body bytes of posts in flight (R3.5)
-	waiting  atomic.Int64 // long-polls waiting now
 	closing  atomic.Bool
 
 	reaper *reaper
@@ -110,7 +109,7 @@ func (s *Supervisor) Snapshot() Snapshot {
 		Mailboxes:   int(s.live.Load()),
 		Messages:    s.stats.QueuedMessages.Load(),
 		QueuedBytes: s.stats.QueuedBytes.Load(),
-		Waiting:     s.waiting.Load(),
+		Waiting:     s.stats.Waiting.Load(),
 	}
 }
 
@@ -139,30 +138,37 @@ func (s *Supervisor) Post(ctx context.Context, id actor.ID, body []byte) (actor.
 // Receive takes the oldest message of id, long-polling up to wait. A GET
 // that would not wait never creates a mailbox.
 func (s *Supervisor) Receive(ctx context.Context, id actor.ID, wait time.Duration) (actor.Delivery, error) {
-	if wait > 0 {
-		s.waiting.Add(1)
-		defer s.waiting.Add(-1)
+	w, err := s.StartReceive(ctx, id, wait)
+	if err != nil || w == nil {
+		return actor.Delivery{}, err
 	}
-	deadline := time.Now().Add(wait)
+	d, err := w.Await()
+	if errors.Is(err, actor.ErrStopped) {
+		err = ErrClosed // only Close stops an actor with a live waiter
+	}
+	return d, err
+}
+
+// StartReceive parks a receive on id's actor and returns its Waiter, whose
+// Await the caller must call; a nil Waiter with a nil error means the
+// mailbox does not exist and the caller would not wait: nothing to get.
+// Await's ErrStopped means the supervisor closed.
+func (s *Supervisor) StartReceive(ctx context.Context, id actor.ID, wait time.Duration) (*actor.Waiter, error) {
 	for range retries {
 		mb, err := s.mailbox(ctx, id, wait > 0)
 		if err != nil || mb == nil {
-			return actor.Delivery{}, err
+			return nil, err
 		}
-		d, err := mb.Receive(ctx, wait)
+		w, err := mb.Park(ctx, wait)
 		if errors.Is(err, actor.ErrStopped) {
 			if s.closing.Load() {
-				return actor.Delivery{}, ErrClosed
+				return nil, ErrClosed
 			}
-			// Reclaimed before it took our command; keep our own deadline.
-			if wait > 0 {
-				wait = max(time.Until(deadline), time.Millisecond)
-			}
-			continue
+			continue // reaped between lookup and send: a fresh actor takes it
 		}
-		return d, err
+		return w, err
 	}
-	return actor.Delivery{}, ErrOverloaded
+	return nil, ErrOverloaded
 }
 
 // Requeue puts back a message whose response could not be written (Z2). It
