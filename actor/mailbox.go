@@ -143,7 +143,8 @@ func (m *Mailbox) Receive(ctx context.Context, wait time.Duration) (Delivery, er
 	if err != nil {
 		return Delivery{}, err
 	}
-	return w.Await()
+	err = w.Await()
+	return w.Delivery(), err
 }
 
 // Park asks for the oldest message and returns at once; the answer comes
@@ -161,32 +162,51 @@ func (m *Mailbox) Park(ctx context.Context, wait time.Duration) (*Waiter, error)
 	return w, nil
 }
 
-// Await waits for the answer to Park: a delivery, OK=false when the wait
-// passed, ctx's cause when the caller's context ended, or ErrStopped when
-// the actor stopped (only Close stops an actor with live waiters).
-func (w *Waiter) Await() (Delivery, error) {
+// Await waits for the answer to Park and keeps it for Delivery: a message,
+// or OK=false when the wait passed. It returns ctx's cause when the
+// caller's context ended, or ErrStopped when the actor stopped (only Close
+// stops an actor with live waiters).
+//
+// Its frame is kept small (no defers, the delivery received straight into
+// the Waiter) because a parked long-poll's whole stack sits above it.
+func (w *Waiter) Await() error {
 	var expired <-chan time.Time
 	if w.timer != nil {
-		defer w.mb.opts.Stats.Waiting.Add(-1)
-		defer w.timer.Stop()
 		expired = w.timer.C
 	}
 	var err error
+	answered := false
 	select {
-	case d := <-w.reply:
-		return d, nil
+	case w.got = <-w.reply:
+		answered = true
 	case <-expired:
 	case <-w.ctx.Done():
 		err = context.Cause(w.ctx)
 	case <-w.mb.done:
 		err = ErrStopped
 	}
-	if w.state.CompareAndSwap(waiting, cancelled) {
-		return Delivery{}, err
+	if !answered {
+		if w.state.CompareAndSwap(waiting, cancelled) {
+			w.finish()
+			return err
+		}
+		// The actor served this waiter first; its delivery is already sent.
+		w.got = <-w.reply
 	}
-	// The actor served this waiter first; its delivery is already sent.
-	return <-w.reply, nil
+	w.finish()
+	return nil
 }
+
+// finish releases what a waiting receive held.
+func (w *Waiter) finish() {
+	if w.timer != nil {
+		w.timer.Stop()
+		w.mb.opts.Stats.Waiting.Add(-1)
+	}
+}
+
+// Delivery is the answer Await collected.
+func (w *Waiter) Delivery() Delivery { return w.got }
 
 // Requeue puts a message whose delivery failed back at the head of the queue
 // (Z2), or hands it to a live waiter.

@@ -113,6 +113,7 @@ type Waiter struct {
 	reply chan Delivery // buffer 1
 	mb    *Mailbox
 	timer *time.Timer // nil for a receive that does not wait
+	got   Delivery    // set by Await
 }
 
 // gone reports whether the waiter can no longer take a message: its caller

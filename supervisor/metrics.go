@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"io"
+	"strconv"
 
 	"github.com/VictoriaMetrics/metrics"
 )
@@ -27,11 +28,27 @@ func (s *Supervisor) registerMetrics(set *metrics.Set) {
 		metrics.WriteCounterUint64(w, "zrc_rendezvous_messages_posted_total", st.Posted.Load())
 		metrics.WriteCounterUint64(w, "zrc_rendezvous_messages_delivered_total", st.Delivered.Load())
 		metrics.WriteCounterUint64(w, "zrc_rendezvous_messages_requeued_total", st.Requeued.Load())
-		metrics.WriteCounterUint64(w, `zrc_rendezvous_messages_evicted_total{reason="ttl"}`, st.EvictedTTL.Load())
-		metrics.WriteCounterUint64(w, `zrc_rendezvous_messages_evicted_total{reason="memory"}`, st.EvictedMemory.Load())
-		// Only empty mailboxes are reaped for idleness, so no message is
-		// ever evicted for it; the series exists because the reference
-		// metric names it.
-		metrics.WriteCounterUint64(w, `zrc_rendezvous_messages_evicted_total{reason="idle"}`, 0)
+		// One family, three series: its metadata (when exposed) must come
+		// once, before all of them.
+		metrics.WriteMetadataIfNeeded(w, "zrc_rendezvous_messages_evicted_total", "counter")
+		var buf []byte
+		for _, e := range []struct {
+			reason string
+			n      uint64
+		}{
+			{"ttl", st.EvictedTTL.Load()},
+			{"memory", st.EvictedMemory.Load()},
+			// Only empty mailboxes are reaped for idleness, so no message
+			// is ever evicted for it; the series exists because the
+			// reference metric names it.
+			{"idle", 0},
+		} {
+			buf = append(buf, `zrc_rendezvous_messages_evicted_total{reason="`...)
+			buf = append(buf, e.reason...)
+			buf = append(buf, `"} `...)
+			buf = strconv.AppendUint(buf, e.n, 10)
+			buf = append(buf, '\n')
+		}
+		w.Write(buf)
 	})
 }

@@ -188,28 +188,40 @@ func (r *reaper) evictForMemory(need int64) error {
 // waiters (Z5). It reclaims a batch of 1% of max_mailboxes at once so that
 // a stream of new mailboxes at the limit does not rescan the registry for
 // every one.
+//
+// Mailboxes whose published state says they are empty are tried first. An
+// actor publishes its state just after it answers, so a mailbox emptied a
+// moment ago may still look full: a few of those are tried next, and each
+// actor decides for itself whether it is empty and idle.
 func (r *reaper) reclaimIdle() error {
 	s := r.s
 	if s.live.Load() < int64(s.opts.MaxMailboxes) {
 		return nil // another reclaim made room already
 	}
-	var idle []*actor.Mailbox
-	for _, mb := range s.reg.all() {
-		if mb.QueueLen() == 0 {
-			idle = append(idle, mb)
+	all := s.reg.all()
+	slices.SortFunc(all, func(a, b *actor.Mailbox) int {
+		if ea, eb := a.QueueLen() == 0, b.QueueLen() == 0; ea != eb {
+			if ea {
+				return -1
+			}
+			return 1
 		}
-	}
-	slices.SortFunc(idle, func(a, b *actor.Mailbox) int {
 		return cmp.Compare(a.LastActive(), b.LastActive())
 	})
 	want := max(1, s.opts.MaxMailboxes/100)
 	// Anything idle until now qualifies: emptiness and no live waiter are
 	// what the actor checks.
 	now := s.opts.Now().Add(time.Nanosecond)
-	stopped := 0
-	for _, mb := range idle {
+	stopped, triedFull := 0, 0
+	for _, mb := range all {
 		if stopped >= want {
 			break
+		}
+		if mb.QueueLen() > 0 {
+			if triedFull >= want {
+				break
+			}
+			triedFull++
 		}
 		rep, err := mb.Sweep(context.Background(), now)
 		if err == nil && rep.Stopped {

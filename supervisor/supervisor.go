@@ -142,11 +142,11 @@ func (s *Supervisor) Receive(ctx context.Context, id actor.ID, wait time.Duratio
 	if err != nil || w == nil {
 		return actor.Delivery{}, err
 	}
-	d, err := w.Await()
+	err = w.Await()
 	if errors.Is(err, actor.ErrStopped) {
 		err = ErrClosed // only Close stops an actor with a live waiter
 	}
-	return d, err
+	return w.Delivery(), err
 }
 
 // StartReceive parks a receive on id's actor and returns its Waiter, whose

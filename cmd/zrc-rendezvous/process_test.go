@@ -1,0 +1,297 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binary is the server built once for the tests that run it as a real
+// process; baselineBinary is cmd/zrc-baseline, the yardstick for memory.
+var binary, baselineBinary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "zrc-bin")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "zrc-rendezvous")
+	baselineBinary = filepath.Join(dir, "zrc-baseline")
+	for out, pkg := range map[string]string{binary: ".", baselineBinary: "../zrc-baseline"} {
+		build := exec.Command("go", "build", "-o", out, pkg)
+		build.Stderr = os.Stderr
+		if err := build.Run(); err != nil {
+			panic("building " + pkg + ": " + err.Error())
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// server is one running server process.
+type server struct {
+	cmd      *exec.Cmd
+	url      string
+	baseline bool // cmd/zrc-baseline: no metrics, no log lines
+	started  time.Time
+	ready    time.Duration // from exec to the "ready" log line
+
+	mu   sync.Mutex
+	logs bytes.Buffer // stderr, all of it
+	done chan struct{}
+}
+
+// startServer runs the binary on a free port and waits for its "ready" line.
+func startServer(t *testing.T, env []string, args ...string) *server {
+	t.Helper()
+	args = append([]string{"--listen-addr", "127.0.0.1", "--listen-port", "0"}, args...)
+	s := &server{cmd: exec.Command(binary, args...), done: make(chan struct{})}
+	s.cmd.Env = append(os.Environ(), env...)
+	stderr, err := s.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.started = time.Now()
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	addr := make(chan string, 1)
+	go func() {
+		defer close(s.done)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			s.mu.Lock()
+			s.logs.WriteString(line + "\n")
+			s.mu.Unlock()
+			var ev struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &ev) == nil && ev.Msg == "ready" {
+				addr <- ev.Addr
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+	})
+	select {
+	case a := <-addr:
+		s.ready = time.Since(s.started)
+		s.url = "http://" + a
+	case <-s.done:
+		t.Fatalf("server exited before ready:\n%s", s.log())
+	case <-time.After(10 * time.Second):
+		t.Fatalf("server not ready after 10s:\n%s", s.log())
+	}
+	return s
+}
+
+func (s *server) log() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.logs.String()
+}
+
+// stop sends SIGTERM and returns the exit code once the process ended.
+func (s *server) stop(t *testing.T) int {
+	t.Helper()
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	<-s.done
+	err := s.cmd.Wait()
+	if err == nil {
+		return 0
+	}
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	t.Fatal(err)
+	return -1
+}
+
+const rid = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+
+func TestProcessServesPostAndGet(t *testing.T) {
+	s := startServer(t, nil)
+	resp, err := http.Post(s.url+"/v1/mailbox/"+rid, "", strings.NewReader("envelope"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST: %d; want 202", resp.StatusCode)
+	}
+	resp, err = http.Get(s.url + "/v1/mailbox/" + strings.ToUpper(rid) + "?wait_ms=0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "envelope" {
+		t.Fatalf("GET: %d %q; want 200 envelope", resp.StatusCode, body)
+	}
+	if code := s.stop(t); code != 0 {
+		t.Fatalf("exit status %d; want 0", code)
+	}
+	logs := s.log()
+	if strings.Contains(logs, "envelope") || strings.Contains(logs, rid[:16]) {
+		t.Fatalf("logs carry a body or a recipient id:\n%s", logs)
+	}
+	for _, want := range []string{`"msg":"stopped"`, `"posted":1`, `"delivered":1`, `"uptime"`} {
+		if !strings.Contains(logs, want) {
+			t.Fatalf("final log lacks %s:\n%s", want, logs)
+		}
+	}
+}
+
+// R9.1–R9.5: SIGTERM answers a waiting long-poll 503 at once and exits 0.
+func TestProcessShutdownWakesLongPolls(t *testing.T) {
+	s := startServer(t, nil)
+	type result struct {
+		status     int
+		retryAfter string
+		body       string
+		took       time.Duration
+	}
+	got := make(chan result, 1)
+	go func() {
+		resp, err := http.Get(s.url + "/v1/mailbox/" + rid + "?wait_ms=60000")
+		if err != nil {
+			got <- result{status: -1, body: err.Error()}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- result{resp.StatusCode, resp.Header.Get("Retry-After"), string(b), 0}
+	}()
+	waitFor(t, func() bool { return strings.Contains(metricsText(t, s), "zrc_rendezvous_waiting_long_polls 1") })
+	start := time.Now()
+	if code := s.stop(t); code != 0 {
+		t.Fatalf("exit status %d; want 0", code)
+	}
+	r := <-got
+	r.took = time.Since(start)
+	if r.status != http.StatusServiceUnavailable || r.retryAfter != "1" ||
+		!strings.Contains(r.body, `"error":"shutting_down"`) {
+		t.Fatalf("waiting GET got %d Retry-After %q %s; want 503 shutting_down Retry-After 1", r.status, r.retryAfter, r.body)
+	}
+	if r.took > 5*time.Second {
+		t.Fatalf("shutdown took %v with a parked long-poll; want at once", r.took)
+	}
+}
+
+// R10.7: ready to serve well within a second.
+func TestProcessStartsFast(t *testing.T) {
+	s := startServer(t, nil)
+	resp, err := http.Get(s.url + "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	took := time.Since(s.started)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/health: %d", resp.StatusCode)
+	}
+	t.Logf("exec to first 200 on /health: %v (ready line after %v)", took, s.ready)
+	if took > time.Second {
+		t.Fatalf("first 200 after %v; want under 1s (R10.7)", took)
+	}
+}
+
+// State file: queued messages survive a planned restart, in order and with
+// their sequences, and the file is consumed at start.
+func TestProcessStateFileSurvivesRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.bin")
+	s := startServer(t, nil, "--state-file", path)
+	var seqs []string
+	for _, body := range []string{"one", "two"} {
+		resp, err := http.Post(s.url+"/v1/mailbox/"+rid, "", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		seqs = append(seqs, resp.Header.Get("X-Message-Sequence"))
+	}
+	s.stop(t)
+	if !strings.Contains(s.log(), `"msg":"wrote state file"`) {
+		t.Fatalf("no state file written:\n%s", s.log())
+	}
+	s = startServer(t, nil, "--state-file", path)
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("state file still there after start: %v", err)
+	}
+	for i, want := range []string{"one", "two"} {
+		resp, err := http.Get(s.url + "/v1/mailbox/" + rid + "?wait_ms=0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != want || resp.Header.Get("X-Message-Sequence") != seqs[i] {
+			t.Fatalf("after restart got %q seq %s; want %q seq %s", b, resp.Header.Get("X-Message-Sequence"), want, seqs[i])
+		}
+	}
+}
+
+func TestProcessConfigErrorsExit2(t *testing.T) {
+	cmd := exec.Command(binary, "--listen-port", "70000", "--tls-cert-path", "/x.pem")
+	cmd.Env = append(os.Environ(), "ZRC_MAX_QUEUE_LENGTH=zero")
+	out, err := cmd.CombinedOutput()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 2 {
+		t.Fatalf("exit: %v; want status 2\n%s", err, out)
+	}
+	for _, want := range []string{"listen_port", "flag --listen-port", "max_queue_length", "env ZRC_MAX_QUEUE_LENGTH", "tls_key_path"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestProcessVersionAndCheckConfig(t *testing.T) {
+	out, err := exec.Command(binary, "--version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "zrc-rendezvous dev (unknown, go") {
+		t.Fatalf("--version: %q %v", out, err)
+	}
+	cmd := exec.Command(binary, "--check-config", "--auth-tokens", "s3cret-token")
+	out, err = cmd.Output()
+	if err != nil {
+		t.Fatalf("--check-config: %v", err)
+	}
+	if strings.Contains(string(out), "s3cret-token") || !strings.Contains(string(out), "listen_port = 8080") {
+		t.Fatalf("--check-config printed:\n%s", out)
+	}
+}
+
+func metricsText(t *testing.T, s *server) string {
+	t.Helper()
+	resp, err := http.Get(s.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// waitFor polls cond every 5 ms for up to 10 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatal(fmt.Errorf("condition not met within 10s"))
+}

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// residentBytes reads VmRSS of a process from /proc.
+func residentBytes(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+}
+
+// loadFigures is what one steady-traffic run measured.
+type loadFigures struct {
+	idleRSS            int64 // with every long-poll parked, before traffic
+	medianRSS, peakRSS int64
+	delivered          int64
+}
+
+// steadyLoad holds one long-poll open on each of `mailboxes` mailboxes and
+// posts `rate` messages a second of `size` bytes round-robin across them for
+// `d`, sampling the server's resident memory every 100 ms.
+func steadyLoad(t *testing.T, s *server, mailboxes, rate, size int, d time.Duration) loadFigures {
+	t.Helper()
+	tr := &http.Transport{
+		MaxIdleConnsPerHost: mailboxes + 64,
+		DialContext:         (&net.Dialer{}).DialContext,
+	}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ids := make([]string, mailboxes)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%064x", i+1)
+	}
+	var delivered atomic.Int64
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				req, _ := http.NewRequestWithContext(ctx, "GET", s.url+"/v1/mailbox/"+id+"?wait_ms=30000", nil)
+				resp, err := client.Do(req)
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					delivered.Add(1)
+				}
+			}
+		}()
+	}
+	if s.baseline {
+		// The baseline has no metrics: give the polls time to park.
+		time.Sleep(time.Second)
+	} else {
+		waitFor(t, func() bool {
+			return strings.Contains(metricsText(t, s), fmt.Sprintf("zrc_rendezvous_waiting_long_polls %d\n", mailboxes))
+		})
+	}
+	time.Sleep(300 * time.Millisecond)
+	idle, _ := residentBytes(s.cmd.Process.Pid)
+	if os.Getenv("ZRC_DEBUGMEM") != "" {
+		for _, l := range strings.Split(metricsText(t, s), "\n") {
+			if strings.HasPrefix(l, "go_memstats_") {
+				t.Log(l)
+			}
+		}
+	}
+	body := strings.Repeat("x", size)
+	var rss []int64
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	sample := time.NewTicker(100 * time.Millisecond)
+	end := time.After(d)
+	posters := make(chan string, 256)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range posters {
+				req, _ := http.NewRequestWithContext(ctx, "POST", s.url+"/v1/mailbox/"+id, strings.NewReader(body))
+				if resp, err := client.Do(req); err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		}()
+	}
+	for i := 0; ; i++ {
+		select {
+		case <-tick.C:
+			select {
+			case posters <- ids[i%mailboxes]:
+			default: // the server is behind: skip rather than queue up here
+			}
+			continue
+		case <-sample.C:
+			if r, err := residentBytes(s.cmd.Process.Pid); err == nil {
+				rss = append(rss, r)
+			}
+			continue
+		case <-end:
+		}
+		break
+	}
+	tick.Stop()
+	sample.Stop()
+	close(posters)
+	cancel()
+	wg.Wait()
+	sort.Slice(rss, func(i, j int) bool { return rss[i] < rss[j] })
+	return loadFigures{idleRSS: idle, medianRSS: rss[len(rss)/2], peakRSS: rss[len(rss)-1], delivered: delivered.Load()}
+}
+
+// R10.2: with default settings, 1,000 mailboxes each holding a waiting
+// long-poll under steady traffic stay under 50 MB resident.
+func TestProcessResidentMemoryBudget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("drives a real server for several seconds")
+	}
+	s := startServer(t, []string{"GOGC=", "GOMEMLIMIT="})
+	f := steadyLoad(t, s, 1000, 2000, 1024, 5*time.Second)
+	t.Logf("1000 long-polls, 2000 msg/s of 1 KiB: RSS median %.1f MiB, peak %.1f MiB, %d delivered",
+		float64(f.medianRSS)/(1<<20), float64(f.peakRSS)/(1<<20), f.delivered)
+	if f.delivered < 1000 {
+		t.Fatalf("only %d messages delivered: the load did not run", f.delivered)
+	}
+	if f.peakRSS >= 50_000_000 {
+		t.Fatalf("peak RSS %d bytes; R10.2 budget is under 50 MB", f.peakRSS)
+	}
+}
+
+// startBaseline runs cmd/zrc-baseline on a free loopback port.
+func startBaseline(t *testing.T, env []string) *server {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	s := &server{cmd: exec.Command(baselineBinary, "--listen", addr), url: "http://" + addr, baseline: true, done: make(chan struct{})}
+	s.cmd.Env = append(os.Environ(), env...)
+	s.cmd.Stderr = &s.logs
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.cmd.Process.Kill(); s.cmd.Wait() })
+	waitFor(t, func() bool {
+		resp, err := http.Get(s.url + "/health")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+	return s
+}
+
+func TestMeasureRSSPolicies(t *testing.T) {
+	if os.Getenv("ZRC_MEASURE") == "" {
+		t.Skip("set ZRC_MEASURE=1")
+	}
+	for _, env := range [][]string{{"BASE", "GOGC=100"}, {"GOGC=100"}, {"GOGC=", "GOMEMLIMIT="}} {
+		if env[0] == "BASE" {
+			s := startBaseline(t, append(env[1:], "GODEBUG=gctrace=1"))
+			f := steadyLoad(t, s, 1000, 2000, 1024, 5*time.Second)
+			s.cmd.Process.Kill()
+			s.cmd.Wait()
+			t.Logf("baseline gctrace: %s", s.logs.String())
+			t.Logf("baseline %v: RSS idle %.1f MiB, median %.1f MiB, peak %.1f MiB, %d delivered", env[1:], float64(f.idleRSS)/(1<<20),
+				float64(f.medianRSS)/(1<<20), float64(f.peakRSS)/(1<<20), f.delivered)
+			continue
+		}
+		s := startServer(t, append(env, "GODEBUG=gctrace=1"))
+		f := steadyLoad(t, s, 1000, 2000, 1024, 5*time.Second)
+		s.stop(t)
+		lines := strings.Split(s.log(), "\n")
+		var gc []string
+		for _, l := range lines {
+			if strings.HasPrefix(l, "gc ") {
+				gc = append(gc, l)
+			}
+		}
+		t.Logf("%v: RSS idle %.1f MiB, median %.1f MiB, peak %.1f MiB, %d delivered, %d GCs; last: %s", env, float64(f.idleRSS)/(1<<20),
+			float64(f.medianRSS)/(1<<20), float64(f.peakRSS)/(1<<20), f.delivered, len(gc), gc[len(gc)-1])
+	}
+}

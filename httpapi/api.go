@@ -1,0 +1,93 @@
+// Package httpapi is the HTTP layer of zrc-rendezvous: it only turns
+// requests into calls on the mailbox engine and the engine's replies into
+// responses (SPEC "HTTP API"). It reaches the engine through Mailboxes,
+// which *supervisor.Supervisor satisfies.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"go.uber.org/zap"
+
+	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
+	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor"
+)
+
+// Mailboxes is what the HTTP layer needs of the mailbox engine.
+type Mailboxes interface {
+	Post(ctx context.Context, id actor.ID, body []byte) (actor.PostReply, error)
+	// StartReceive parks a receive and returns at once; the handler waits
+	// in the Waiter's Await itself, to keep a parked long-poll's stack
+	// shallow. A nil Waiter and nil error: no mailbox, and no wait.
+	StartReceive(ctx context.Context, id actor.ID, wait time.Duration) (*actor.Waiter, error)
+	Requeue(id actor.ID, msg actor.Message) error
+	Snapshot() supervisor.Snapshot
+}
+
+var _ Mailboxes = (*supervisor.Supervisor)(nil)
+
+// Options configure the handler. cmd builds them from conf.Config.
+type Options struct {
+	MaxMessageSize  int64         // bytes; larger bodies answer 413 (R1.4)
+	LongPollDefault time.Duration // wait when wait_ms is absent (R2.2)
+	LongPollMax     time.Duration // clamp for wait_ms (R2.2)
+	MemoryLimit     int64         // bytes; /health is 503 overloaded at >= 90% queued bytes
+	MaxMailboxes    int           // /health is 503 overloaded when Snapshot().Mailboxes >= this
+	// ServeMetrics serves GET /metrics on this handler; false when metrics
+	// are off or served on metrics_listen through MetricsHandler.
+	ServeMetrics bool
+	Version      string    // reported by /health
+	Started      time.Time // for /health's uptime_seconds; zero: when New ran
+}
+
+// Deps is everything New needs.
+type Deps struct {
+	Mailboxes Mailboxes
+	Logger    *zap.Logger  // nil: no logs
+	Metrics   *metrics.Set // nil: no metrics; New registers its series here, once per set
+	Options   Options
+}
+
+// api holds what the handlers share. It is read-only after New, except for
+// the pool and the metrics, which are safe for concurrent use.
+type api struct {
+	mb      Mailboxes
+	log     *zap.Logger
+	opts    Options
+	metrics apiMetrics
+	// versionJSON is Options.Version as a JSON string, quoted and escaped
+	// once so /health only copies it.
+	versionJSON string
+	// scratch holds MaxMessageSize+1-byte buffers for bodies of unknown
+	// length; see readBody.
+	scratch sync.Pool
+}
+
+// New returns the HTTP handler for the mailbox API, /health and (with
+// Options.ServeMetrics) /metrics.
+func New(d Deps) http.Handler {
+	a := &api{mb: d.Mailboxes, log: d.Logger, opts: d.Options}
+	if a.log == nil {
+		a.log = zap.NewNop()
+	}
+	if a.opts.Started.IsZero() {
+		a.opts.Started = time.Now()
+	}
+	v, err := json.Marshal(a.opts.Version)
+	if err != nil {
+		panic("BUG: version string: " + err.Error())
+	}
+	a.versionJSON = string(v)
+	limit := a.opts.MaxMessageSize
+	a.scratch.New = func() any {
+		b := make([]byte, limit+1)
+		return &b
+	}
+	a.metrics = newAPIMetrics(d.Metrics)
+	return a.routes(d.Metrics)
+}

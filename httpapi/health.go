@@ -1,0 +1,66 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor"
+)
+
+// health reports liveness and load (R6.1, R6.5, R6.6): 200 "healthy", or
+// 503 "overloaded" near the memory or mailbox limit, or 503
+// "shutting_down" once shutdown has begun, so that a load balancer stops
+// sending traffic before the listener closes. It reads counters only and
+// asks no actor. Later middleware must leave it unauthenticated and
+// unlimited.
+func (a *api) health(w http.ResponseWriter, r *http.Request) error {
+	snap := a.mb.Snapshot()
+	status, code := "healthy", http.StatusOK
+	switch {
+	case errors.Is(context.Cause(r.Context()), ErrShuttingDown):
+		status, code = "shutting_down", http.StatusServiceUnavailable
+	case a.overloaded(snap):
+		status, code = "overloaded", http.StatusServiceUnavailable
+	}
+
+	b := make([]byte, 0, 192+len(a.versionJSON))
+	b = append(b, `{"status":"`...)
+	b = append(b, status...)
+	b = append(b, `","uptime_seconds":`...)
+	b = strconv.AppendInt(b, int64(time.Since(a.opts.Started)/time.Second), 10)
+	b = append(b, `,"version":`...)
+	b = append(b, a.versionJSON...)
+	b = append(b, `,"mailboxes":`...)
+	b = strconv.AppendInt(b, int64(snap.Mailboxes), 10)
+	b = append(b, `,"messages":`...)
+	b = strconv.AppendInt(b, snap.Messages, 10)
+	b = append(b, `,"queued_bytes":`...)
+	b = strconv.AppendInt(b, snap.QueuedBytes, 10)
+	b = append(b, `,"waiting_long_polls":`...)
+	b = strconv.AppendInt(b, snap.Waiting, 10)
+	b = append(b, '}')
+
+	h := w.Header()
+	h["Content-Type"] = hvJSON
+	h["Cache-Control"] = hvNoStore
+	if code != http.StatusOK {
+		h["Retry-After"] = hvOne
+	}
+	w.WriteHeader(code)
+	_, _ = w.Write(b)
+	return nil
+}
+
+// overloaded reports whether queued bytes are at or above 90% of the
+// memory limit or the mailbox count is at max_mailboxes (R6.5). A zero
+// limit is not checked.
+func (a *api) overloaded(s supervisor.Snapshot) bool {
+	o := &a.opts
+	if o.MemoryLimit > 0 && s.QueuedBytes*10 >= o.MemoryLimit*9 {
+		return true
+	}
+	return o.MaxMailboxes > 0 && s.Mailboxes >= o.MaxMailboxes
+}

@@ -1,0 +1,304 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
+)
+
+// bodyReadTimeout bounds reading one POST body, so that a client trickling
+// bytes cannot hold a connection and a buffer for long. It is a
+// per-request read deadline rather than http.Server.ReadTimeout, which
+// would also cut the connection's background read during long-polls.
+const bodyReadTimeout = 30 * time.Second
+
+// postMessage queues the body for the recipient (R1): 202 with the
+// sequence and the queue length.
+func (a *api) postMessage(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	if err := context.Cause(ctx); err != nil {
+		return err // shutting down, or the client has gone already
+	}
+	id, err := actor.ParseID(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	body, err := a.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	rep, err := a.mb.Post(ctx, id, body)
+	if err != nil {
+		return err
+	}
+
+	// One allocation carries the JSON body and, as substrings of it, both
+	// header values.
+	var buf [80]byte
+	b := append(buf[:0], `{"sequence":`...)
+	seqAt := len(b)
+	b = strconv.AppendUint(b, rep.Seq, 10)
+	seqEnd := len(b)
+	b = append(b, `,"queue_length":`...)
+	qlAt := len(b)
+	b = strconv.AppendInt(b, int64(rep.QueueLen), 10)
+	qlEnd := len(b)
+	b = append(b, '}')
+	s := string(b)
+	vals := []string{s[seqAt:seqEnd], s[qlAt:qlEnd]}
+
+	h := w.Header()
+	h["Content-Type"] = hvJSON
+	h["X-Message-Sequence"] = vals[0:1:1]
+	h["X-Queue-Length"] = vals[1:2:2]
+	w.WriteHeader(http.StatusAccepted) // R1.3
+	_, _ = io.WriteString(w, s)
+	if ce := a.log.Check(zap.DebugLevel, "message accepted"); ce != nil {
+		ce.Write(zap.String("id", id.Short()), zap.Int("bytes", len(body)),
+			zap.Uint64("sequence", rep.Seq), zap.Int("queue_length", rep.QueueLen))
+	}
+	return nil
+}
+
+// readBody reads a POST body through a hard limit: never more than
+// MaxMessageSize+1 bytes, whatever Content-Length claims, and nothing at
+// all when Content-Length alone is too large (R1.4). The body's buffer is
+// allocated once, at its exact size: it is what the queue keeps.
+func (a *api) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	limit := a.opts.MaxMessageSize
+	n := r.ContentLength
+	switch {
+	case n > limit:
+		return nil, errMessageTooLarge
+	case n == 0:
+		return nil, errEmptyMessage
+	}
+	rc := http.NewResponseController(w)
+	// Errors mean the writer cannot set deadlines (a recorder in tests);
+	// the body is then read without one.
+	_ = rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	// Lift the deadline once the body is in: net/http's background read
+	// runs under it afterwards, and hitting it would cancel the request.
+	defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
+
+	if n > 0 {
+		// net/http stops the body at Content-Length, and the buffer is
+		// no larger than the limit: the hard limit holds by construction.
+		body := make([]byte, n)
+		if _, err := io.ReadFull(r.Body, body); err != nil {
+			return nil, bodyError(err)
+		}
+		return body, nil
+	}
+
+	// Unknown length (chunked): read into a pooled limit+1-byte scratch
+	// buffer through MaxBytesReader, which stops after limit+1 bytes and
+	// makes net/http close the connection instead of draining the rest;
+	// then copy out exactly what came.
+	sp := a.scratch.Get().(*[]byte)
+	defer a.scratch.Put(sp)
+	scratch := *sp
+	got, err := io.ReadFull(http.MaxBytesReader(w, r.Body, limit), scratch)
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		// The body ended within the limit.
+	case err != nil:
+		return nil, bodyError(err)
+	default:
+		// limit+1 bytes came: too large, whatever the reader said.
+		return nil, errMessageTooLarge
+	}
+	if got == 0 {
+		return nil, errEmptyMessage
+	}
+	return append([]byte(nil), scratch[:got]...), nil
+}
+
+// bodyError maps a failed body read: too large, or unreadable.
+func bodyError(err error) error {
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		return errMessageTooLarge
+	}
+	return errors.Join(errBadBody, err)
+}
+
+// startReceive checks a GET and parks it on the mailbox (R2): the caller
+// awaits the returned Waiter, then calls answerReceive. A nil Waiter with
+// a nil error means there is no mailbox and the GET would not wait.
+//
+//go:noinline
+func (a *api) startReceive(r *http.Request) (*actor.Waiter, error) {
+	ctx := r.Context()
+	if err := context.Cause(ctx); err != nil {
+		return nil, err
+	}
+	id, err := actor.ParseID(r.PathValue("id"))
+	if err != nil {
+		return nil, err
+	}
+	raw, present := queryValue(r.URL.RawQuery, "wait_ms")
+	wait, err := ParseWaitMS(raw, present, a.opts.LongPollDefault, a.opts.LongPollMax)
+	if err != nil {
+		return nil, err
+	}
+	return a.mb.StartReceive(ctx, id, wait)
+}
+
+// answerReceive writes what a GET got: 200 with the message, 204 when
+// none came, or the error for endpoint.finish to answer.
+//
+//go:noinline
+func (a *api) answerReceive(w http.ResponseWriter, r *http.Request, wt *actor.Waiter, err error) error {
+	if err != nil {
+		return err // shutdown answers 503 at once; a client that left gets nothing
+	}
+	var d actor.Delivery
+	if wt != nil {
+		d = wt.Delivery()
+	}
+	ctx := r.Context()
+	id, _ := actor.ParseID(r.PathValue("id")) // startReceive parsed it already
+	h := w.Header()
+	// Consume-on-read: no cache may keep or replay this answer (R2.6).
+	h["Cache-Control"] = hvNoStore
+	if !d.OK {
+		h["X-Queue-Length"] = hvZero
+		w.WriteHeader(http.StatusNoContent) // R2.5
+		if ce := a.log.Check(zap.DebugLevel, "no message"); ce != nil {
+			ce.Write(zap.String("id", id.Short()))
+		}
+		return nil
+	}
+
+	msg := d.Message
+	if ctx.Err() != nil && !errors.Is(context.Cause(ctx), ErrShuttingDown) {
+		// Z2: the client left after the hand-off. Nobody will read an
+		// answer, so the message goes back to the head of its queue. (A
+		// shutdown, by contrast, leaves the client connected: it gets the
+		// message it was handed.)
+		a.requeue(id, msg, "client left after hand-off")
+		return nil
+	}
+
+	var buf [48]byte
+	b := strconv.AppendUint(buf[:0], msg.Seq, 10)
+	seqEnd := len(b)
+	b = strconv.AppendInt(b, int64(d.QueueLen), 10)
+	qlEnd := len(b)
+	b = strconv.AppendInt(b, int64(len(msg.Body)), 10)
+	s := string(b)
+	vals := []string{s[:seqEnd], s[seqEnd:qlEnd], s[qlEnd:]}
+	h["Content-Type"] = hvOctetStream
+	h["X-Message-Sequence"] = vals[0:1:1]
+	h["X-Queue-Length"] = vals[1:2:2]
+	// An explicit length keeps a flushed response from going chunked.
+	h["Content-Length"] = vals[2:3:3]
+	w.WriteHeader(http.StatusOK) // R2.3
+
+	// The response must reach the connection before the message counts as
+	// delivered: flush, and on failure put it back (Z2, at-least-once;
+	// clients de-duplicate by sequence).
+	_, err = w.Write(msg.Body)
+	if err == nil {
+		err = http.NewResponseController(w).Flush()
+	}
+	if err != nil {
+		a.requeue(id, msg, "response write failed")
+		return nil
+	}
+	if ce := a.log.Check(zap.DebugLevel, "message delivered"); ce != nil {
+		ce.Write(zap.String("id", id.Short()), zap.Uint64("sequence", msg.Seq),
+			zap.Int("queue_length", d.QueueLen))
+	}
+	return nil
+}
+
+// requeue puts a message that could not be delivered back at the head of
+// its queue (Z2).
+func (a *api) requeue(id actor.ID, msg actor.Message, why string) {
+	if err := a.mb.Requeue(id, msg); err != nil {
+		// Only a closed supervisor refuses, and then the message is
+		// lost: worth a warning, without the id (Z6).
+		a.log.Warn("requeue failed: message lost", zap.String("reason", why), zap.Error(err))
+		return
+	}
+	if ce := a.log.Check(zap.DebugLevel, "message requeued"); ce != nil {
+		ce.Write(zap.String("id", id.Short()), zap.Uint64("sequence", msg.Seq), zap.String("reason", why))
+	}
+}
+
+// ParseWaitMS turns the wait_ms query value into a long-poll duration
+// (R2.2). Absent (present false): def. Any non-empty string of ASCII
+// digits is valid, with values above limit, however many digits, clamped
+// to limit; 0 answers at once. Anything else — empty, signs, decimals,
+// letters, spaces — is ErrBadWaitMS. Results never exceed limit nor go
+// below 0.
+func ParseWaitMS(raw string, present bool, def, limit time.Duration) (time.Duration, error) {
+	limit = max(limit, 0)
+	if !present {
+		return min(max(def, 0), limit), nil
+	}
+	if raw == "" {
+		return 0, ErrBadWaitMS
+	}
+	limitMS := int64(limit / time.Millisecond)
+	var ms int64
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if c < '0' || c > '9' {
+			return 0, ErrBadWaitMS
+		}
+		// Stop accumulating once past the limit, so that no number of
+		// digits can overflow; keep checking that the rest are digits.
+		if ms <= limitMS {
+			ms = ms*10 + int64(c-'0')
+		}
+	}
+	if ms > limitMS {
+		return limit, nil
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+// queryValue returns the first value of key in a raw query string, decoded
+// the way url.ParseQuery decodes it, without building url.Values. present
+// is false when key does not occur.
+func queryValue(query, key string) (value string, present bool) {
+	for query != "" {
+		var pair string
+		pair, query, _ = strings.Cut(query, "&")
+		// url.ParseQuery skips pairs with a semicolon and pairs that do not
+		// unescape; so does this.
+		if pair == "" || strings.Contains(pair, ";") {
+			continue
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		k, ok := unescapeQuery(k)
+		if !ok || k != key {
+			continue
+		}
+		if v, ok = unescapeQuery(v); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// unescapeQuery is url.QueryUnescape, skipped when there is nothing to
+// unescape (the common case) so that it costs nothing.
+func unescapeQuery(s string) (string, bool) {
+	if !strings.ContainsAny(s, "%+") {
+		return s, true
+	}
+	u, err := url.QueryUnescape(s)
+	return u, err == nil
+}

@@ -1,0 +1,331 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
+)
+
+// TestPostGetSequence walks one server through posts and gets and checks
+// every answer exactly: FIFO (property 1), sequences (R1.7), queue lengths
+// (R2.8), 204 on empty (R2.5), ids in either case (Terms).
+func TestPostGetSequence(t *testing.T) {
+	s := newTestServer(t)
+	a, b := rid("alice"), rid("bob")
+	A := strings.ToUpper(a)
+	type step struct {
+		name     string
+		method   string
+		id       string
+		body     string // POST: sent; GET: expected ("" with status 204)
+		status   int
+		seq      uint64
+		queueLen int
+	}
+	steps := []step{
+		{"first post", "POST", a, "m1", 202, seq0, 1},
+		{"upper-case id, same mailbox", "POST", A, "m2", 202, seq0 + 1, 2},
+		{"third post", "POST", a, "m3", 202, seq0 + 2, 3},
+		{"other mailbox starts its own sequence", "POST", b, "other", 202, seq0, 1},
+		{"oldest first, upper-case id", "GET", A, "m1", 200, seq0, 2},
+		{"second", "GET", a, "m2", 200, seq0 + 1, 1},
+		{"third", "GET", a, "m3", 200, seq0 + 2, 0},
+		{"empty", "GET", a, "", 204, 0, 0},
+		{"other mailbox untouched", "GET", b, "other", 200, seq0, 0},
+		{"sequence keeps rising", "POST", a, "m4", 202, seq0 + 3, 1},
+		{"and is delivered", "GET", A, "m4", 200, seq0 + 3, 0},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			if st.method == "POST" {
+				wantAccepted(t, s.post(st.id, st.body), st.seq, st.queueLen)
+				return
+			}
+			r := s.get(st.id, "?wait_ms=0")
+			if st.status == 204 {
+				wantNoContent(t, r)
+				return
+			}
+			wantMessage(t, r, st.body, st.seq, st.queueLen)
+		})
+	}
+}
+
+// TestPostBodies: any or no Content-Type (R1.2), exact bytes back
+// (property 2), bodies up to exactly max_message_size by either framing.
+func TestPostBodies(t *testing.T) {
+	s := newTestServer(t)
+	binary := string([]byte{0, 1, 2, 0xff, 0xfe, '\r', '\n', 0})
+	tests := []struct {
+		name        string
+		body        string
+		contentType string
+		chunked     bool
+	}{
+		{"no content type", "hello", "", false},
+		{"octet-stream", "hello", "application/octet-stream", false},
+		{"text/plain", "hello", "text/plain; charset=utf-8", false},
+		{"json", `{"a":1}`, "application/json", false},
+		{"form", "a=1&b=2", "application/x-www-form-urlencoded", false},
+		{"binary", binary, "", false},
+		{"binary chunked", binary, "", true},
+		{"exactly the limit", repeat(1024), "", false},
+		{"exactly the limit chunked", repeat(1024), "", true},
+		{"one byte", "x", "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := rid(tt.name)
+			h := http.Header{}
+			if tt.contentType != "" {
+				h.Set("Content-Type", tt.contentType)
+			}
+			wantAccepted(t, s.do(req{method: "POST", path: mailboxPath(id), body: []byte(tt.body), chunked: tt.chunked, header: h}), seq0, 1)
+			wantMessage(t, s.get(id, "?wait_ms=0"), tt.body, seq0, 0)
+		})
+	}
+}
+
+// TestHeadNeverConsumes: HEAD is 405 with Allow: GET, POST and leaves the
+// message queued (Z7).
+func TestHeadNeverConsumes(t *testing.T) {
+	s := newTestServer(t)
+	id := rid("head")
+	wantAccepted(t, s.post(id, "keep me"), seq0, 1)
+	for range 3 {
+		r := s.do(req{method: http.MethodHead, path: mailboxPath(id) + "?wait_ms=0"})
+		if r.status != http.StatusMethodNotAllowed {
+			t.Fatalf("HEAD status = %d; want 405", r.status)
+		}
+		wantHeader(t, r.header, map[string]string{"Allow": "GET, POST", "Content-Type": "application/json"})
+	}
+	wantMessage(t, s.get(id, "?wait_ms=0"), "keep me", seq0, 0)
+}
+
+// TestLongPollWokenByPost: a parked GET gets the next post at once, and the
+// POST reports queue length 0 because the waiter took it (R2.4, R1.3).
+func TestLongPollWokenByPost(t *testing.T) {
+	s := newTestServer(t)
+	id := rid("wake")
+	got := s.goGet(context.Background(), id, "?wait_ms=5000")
+	s.waitParked(1)
+	r := s.post(id, "hi")
+	// The GET may reach its actor after the post (Waiting counts it
+	// before it parks); then the message was queued for it.
+	if r.status != http.StatusAccepted || (r.header.Get("X-Queue-Length") != "0" && r.header.Get("X-Queue-Length") != "1") {
+		t.Fatalf("POST = %d %q", r.status, r.body)
+	}
+	g := receive(t, got)
+	wantMessage(t, g, "hi", seq0, 0)
+	if g.elapsed > 4*time.Second {
+		t.Errorf("GET took %v; want it woken by the post", g.elapsed)
+	}
+}
+
+// TestTwoWaitersOneMessage (Z1): one message goes to exactly one of two
+// waiters; the other keeps waiting until its own deadline and gets 204.
+func TestTwoWaitersOneMessage(t *testing.T) {
+	s := newTestServer(t)
+	id := rid("two waiters")
+	const wait = 100 * time.Millisecond
+	first := s.goGet(context.Background(), id, "?wait_ms=100")
+	second := s.goGet(context.Background(), id, "?wait_ms=100")
+	s.waitParked(2)
+	if r := s.post(id, "only one"); r.status != http.StatusAccepted {
+		t.Fatalf("POST status = %d", r.status)
+	}
+	r1, r2 := receive(t, first), receive(t, second)
+	if r1.status == http.StatusNoContent {
+		r1, r2 = r2, r1
+	}
+	wantMessage(t, r1, "only one", seq0, 0)
+	wantNoContent(t, r2)
+	if r2.elapsed < wait {
+		t.Errorf("204 after %v; want no earlier than its own wait_ms (%v)", r2.elapsed, wait)
+	}
+	wantNoContent(t, s.get(id, "?wait_ms=0"))
+}
+
+// TestWaitMS: absent, valid, clamped and invalid wait_ms values (R2.2).
+func TestWaitMS(t *testing.T) {
+	s := newTestServer(t, func(c *config) {
+		c.api.LongPollDefault = 40 * time.Millisecond
+		c.api.LongPollMax = 60 * time.Millisecond
+	})
+	id := rid("wait")
+	valid := []struct {
+		name    string
+		query   string
+		atLeast time.Duration
+	}{
+		{"absent: default", "", 40 * time.Millisecond},
+		{"absent with other params", "?x=1&wait=5", 40 * time.Millisecond},
+		{"zero: at once", "?wait_ms=0", 0},
+		{"leading zeros", "?wait_ms=0000", 0},
+		{"small", "?wait_ms=20", 20 * time.Millisecond},
+		{"percent-encoded digits", "?wait_ms=%32%30", 20 * time.Millisecond},
+		{"first of two", "?wait_ms=0&wait_ms=abc", 0},
+		{"above max: clamped", "?wait_ms=5000", 60 * time.Millisecond},
+		{"beyond int64: clamped", "?wait_ms=99999999999999999999999999999999", 60 * time.Millisecond},
+	}
+	for _, tt := range valid {
+		t.Run(tt.name, func(t *testing.T) {
+			r := s.get(id, tt.query)
+			wantNoContent(t, r)
+			if r.elapsed < tt.atLeast {
+				t.Errorf("answered after %v; want at least %v", r.elapsed, tt.atLeast)
+			}
+			if r.elapsed > 5*time.Second {
+				t.Errorf("answered after %v; want the wait clamped to 60ms", r.elapsed)
+			}
+		})
+	}
+	invalid := []string{
+		"?wait_ms", "?wait_ms=", "?wait_ms=-1", "?wait_ms=+1", "?wait_ms=%2B1", "?wait_ms=1.5",
+		"?wait_ms=abc", "?wait_ms=1e3", "?wait_ms=0x10", "?wait_ms=%201", "?wait_ms=1+",
+		"?wait_ms=1%20", "?wait_ms=%EF%BC%91", "?wait_ms=-0", "?a=b&wait_ms=x",
+	}
+	for _, q := range invalid {
+		t.Run("invalid "+q, func(t *testing.T) {
+			wantError(t, s.get(id, q), http.StatusBadRequest, "bad_wait_ms")
+		})
+	}
+}
+
+// TestClientDisconnectKeepsMessage (Z2): a GET whose client leaves while
+// parked must not swallow the next message: it stays for the next GET.
+func TestClientDisconnectKeepsMessage(t *testing.T) {
+	s := newTestServer(t)
+	id := rid("disconnect")
+	ctx, cancel := context.WithCancel(context.Background())
+	gone := s.goGet(ctx, id, "?wait_ms=5000")
+	s.waitParked(1)
+	cancel()
+	if r := receive(t, gone); r.err == nil {
+		t.Fatalf("cancelled GET got a response %d", r.status)
+	}
+	// The server noticed the disconnect once the handler has returned.
+	s.waitParked(0)
+	// Queue length 1: nobody was handed the message.
+	wantAccepted(t, s.post(id, "not lost"), seq0, 1)
+	wantMessage(t, s.get(id, "?wait_ms=0"), "not lost", seq0, 0)
+}
+
+// cancelAfterReceive decorates the real engine: it ends the request's
+// context right after a hand-off, as a client leaving at that moment would.
+type cancelAfterReceive struct {
+	Mailboxes
+	cancel context.CancelCauseFunc
+	cause  error
+	left   int64 // messages queued once the actor has handed one over
+}
+
+func (c *cancelAfterReceive) StartReceive(ctx context.Context, id actor.ID, wait time.Duration) (*actor.Waiter, error) {
+	w, err := c.Mailboxes.StartReceive(ctx, id, wait)
+	// The actor counts a message out of the queue before it hands it
+	// over: once the count drops, the hand-off has happened.
+	for err == nil && c.Mailboxes.Snapshot().Messages != c.left {
+		runtime.Gosched()
+	}
+	c.cancel(c.cause)
+	return w, err
+}
+
+// TestHandOffToGoneClient (Z2): when the request's context is done after
+// the hand-off, a client that left gets nothing and the message goes back
+// to the head of the queue; a shutdown still delivers it.
+func TestHandOffToGoneClient(t *testing.T) {
+	tests := []struct {
+		name       string
+		cause      error
+		wantStatus int
+		requeued   bool
+	}{
+		{"client left", context.Canceled, 0, true},
+		{"shutdown", ErrShuttingDown, http.StatusOK, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newTestServer(t)
+			id := rid("handoff")
+			wantAccepted(t, s.post(id, "first"), seq0, 1)
+			wantAccepted(t, s.post(id, "second"), seq0+1, 2)
+
+			ctx, cancel := context.WithCancelCause(context.Background())
+			dec := &cancelAfterReceive{Mailboxes: s.sup, cancel: cancel, cause: tt.cause, left: 1}
+			h := New(Deps{Mailboxes: dec, Options: defaultConfig().api})
+			w := &spyWriter{ResponseRecorder: httptest.NewRecorder()}
+			h.ServeHTTP(w, httptest.NewRequestWithContext(ctx, "GET", mailboxPath(id)+"?wait_ms=0", nil))
+			if tt.wantStatus == 0 {
+				if w.wrote {
+					t.Errorf("wrote %d %q; want nothing written", w.Code, w.Body)
+				}
+			} else if w.Code != tt.wantStatus || w.Body.String() != "first" {
+				t.Errorf("got %d %q; want %d %q", w.Code, w.Body, tt.wantStatus, "first")
+			}
+			if tt.requeued {
+				wantMessage(t, s.get(id, "?wait_ms=0"), "first", seq0, 1)
+			}
+			wantMessage(t, s.get(id, "?wait_ms=0"), "second", seq0+1, 0)
+		})
+	}
+}
+
+// spyWriter records whether the handler wrote anything at all.
+type spyWriter struct {
+	*httptest.ResponseRecorder
+	wrote bool
+}
+
+func (s *spyWriter) WriteHeader(code int) { s.wrote = true; s.ResponseRecorder.WriteHeader(code) }
+func (s *spyWriter) Write(b []byte) (int, error) {
+	s.wrote = true
+	return s.ResponseRecorder.Write(b)
+}
+
+// failingWriter fails every body write, as a connection that broke would.
+type failingWriter struct{ *httptest.ResponseRecorder }
+
+func (f failingWriter) Write([]byte) (int, error) { return 0, errors.New("connection reset") }
+
+// TestWriteFailureRequeues (Z2): a message whose response cannot be written
+// goes back to the head of its queue (at-least-once).
+func TestWriteFailureRequeues(t *testing.T) {
+	s := newTestServer(t)
+	id := rid("write fails")
+	wantAccepted(t, s.post(id, "first"), seq0, 1)
+	wantAccepted(t, s.post(id, "second"), seq0+1, 2)
+	h := New(Deps{Mailboxes: s.sup, Options: defaultConfig().api})
+	h.ServeHTTP(failingWriter{httptest.NewRecorder()}, httptest.NewRequest("GET", mailboxPath(id)+"?wait_ms=0", nil))
+	wantMessage(t, s.get(id, "?wait_ms=0"), "first", seq0, 1)
+	wantMessage(t, s.get(id, "?wait_ms=0"), "second", seq0+1, 0)
+	if got := s.sup.Stats().Requeued.Load(); got != 1 {
+		t.Errorf("requeued = %d; want 1", got)
+	}
+}
+
+// TestTTL (R3.1): a message as old as the TTL is never delivered, even
+// before any sweep; one just younger is.
+func TestTTL(t *testing.T) {
+	s := newTestServer(t, func(c *config) { c.sup.TTL = time.Minute })
+	id := rid("ttl")
+	wantAccepted(t, s.post(id, "old"), seq0, 1)
+	s.clock.Advance(30 * time.Second)
+	wantAccepted(t, s.post(id, "young"), seq0+1, 2)
+	s.clock.Advance(30 * time.Second) // "old" is exactly one TTL old now
+	wantMessage(t, s.get(id, "?wait_ms=0"), "young", seq0+1, 0)
+	s.clock.Advance(time.Hour)
+	wantAccepted(t, s.post(id, "expires unseen"), seq0+2, 1)
+	s.clock.Advance(time.Minute)
+	wantNoContent(t, s.get(id, "?wait_ms=0"))
+	if got := s.sup.Stats().EvictedTTL.Load(); got != 2 {
+		t.Errorf("evicted for TTL = %d; want 2", got)
+	}
+}

@@ -1,0 +1,57 @@
+package httpapi
+
+import (
+	"context"
+	"log"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Server limits. Each bounds what one client can hold: a connection stuck
+// in its headers, an idle keep-alive connection, a header block.
+const (
+	readHeaderTimeout = 10 * time.Second
+	idleTimeout       = 120 * time.Second
+	maxHeaderBytes    = 16 << 10
+	// writeSlack is how long a response may take to write after the
+	// longest long-poll has ended.
+	writeSlack = 15 * time.Second
+)
+
+// ServerOptions configure NewServer.
+type ServerOptions struct {
+	Addr        string
+	LongPollMax time.Duration // the longest a GET may wait (long_poll_max_ms)
+	ErrorLog    *log.Logger   // net/http's own errors; nil: the log package's default
+}
+
+// NewServer wraps h in an http.Server with the project's timeouts. baseCtx
+// becomes every request's root context: cmd cancels it with cause
+// ErrShuttingDown when shutdown begins, which answers every parked
+// long-poll 503 at once — http.Server.Shutdown alone would wait for them
+// (R9.4).
+func NewServer(h http.Handler, baseCtx context.Context, opts ServerOptions) *http.Server {
+	if baseCtx == nil {
+		baseCtx = context.Background()
+	}
+	return &http.Server{
+		Addr:              opts.Addr,
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		// No ReadTimeout: it would stay armed on the connection while a
+		// long-poll waits, and when it fired net/http's background read
+		// would fail and cancel the waiting request as if its client had
+		// left. POST bodies get their own deadline instead (bodyReadTimeout).
+		//
+		// WriteTimeout runs from the end of the request headers, so it must
+		// outlast the longest long-poll plus the time to write its answer,
+		// or a GET parked for long_poll_max_ms would be cut off before its
+		// 200 or 204.
+		WriteTimeout:   opts.LongPollMax + writeSlack,
+		IdleTimeout:    idleTimeout,
+		MaxHeaderBytes: maxHeaderBytes,
+		ErrorLog:       opts.ErrorLog,
+		BaseContext:    func(net.Listener) context.Context { return baseCtx },
+	}
+}
