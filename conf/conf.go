@@ -300,3 +300,30 @@ func (f *field) allowedText() string {
 	}
 	return "must be a string"
 }
+
+// ChangedKeys lists, in spec order, the keys whose values differ between a
+// and b; a reload uses it to tell what it applied from what needs a
+// restart.
+func ChangedKeys(a, b Config) []string {
+	var changed []string
+	for i := range fields {
+		f := &fields[i]
+		if !reflect.DeepEqual(f.get(&a), f.get(&b)) {
+			changed = append(changed, f.key)
+		}
+	}
+	return changed
+}
+
+// CopyKeys sets the given keys of dst to their values in src; a reload
+// uses it to take the keys it applies live and keep the running values of
+// the others.
+func CopyKeys(dst *Config, src Config, keys []string) {
+	for _, k := range keys {
+		f := byKey[k]
+		if f == nil {
+			panic("BUG: conf: CopyKeys of unknown key " + k)
+		}
+		reflect.ValueOf(dst).Elem().Field(f.index).Set(reflect.ValueOf(src).Field(f.index))
+	}
+}

@@ -137,3 +137,23 @@ func TestDurations(t *testing.T) {
 		t.Errorf("MemoryLimitBytes: got %d; want %d", got, want)
 	}
 }
+
+func TestChangedKeys(t *testing.T) {
+	a := Defaults()
+	b := Defaults()
+	if got := ChangedKeys(a, b); len(got) != 0 {
+		t.Fatalf("ChangedKeys(defaults, defaults) = %v; want none", got)
+	}
+	b.ListenPort = 9000
+	b.AuthTokens = []string{"x"}
+	b.LogLevel = "debug"
+	got := ChangedKeys(a, b)
+	want := []string{"listen_port", "auth_tokens", "log_level"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("ChangedKeys = %v; want %v", got, want)
+	}
+	CopyKeys(&a, b, []string{"auth_tokens", "log_level"})
+	if got := ChangedKeys(a, b); !slices.Equal(got, []string{"listen_port"}) {
+		t.Fatalf("after CopyKeys, ChangedKeys = %v; want [listen_port]", got)
+	}
+}

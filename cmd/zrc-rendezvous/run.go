@@ -152,6 +152,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log.Info("ready", zap.String("addr", ln.Addr().String()), zap.Bool("tls", tlsOn),
 		zap.Duration("startup", time.Since(started)))
 
+	rl := &reloader{res: res, running: cfg, getenv: getenv, log: log.Named("reload"), hooks: []reloadHook{
+		func(next conf.Config) (func(), error) {
+			return func() { level.SetLevel(parseLevel(next.LogLevel)) }, nil
+		},
+	}}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -165,7 +170,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				running = false
 			}
 		case <-hup:
-			res = reload(res, getenv, level, log)
+			rl.reload("SIGHUP")
 		}
 	}
 
@@ -233,26 +238,4 @@ func readState(path string, n *int) (map[actor.ID][]actor.Message, error) {
 		*n += len(l)
 	}
 	return msgs, nil
-}
-
-// reload re-reads the config file and environment on SIGHUP and applies
-// what can change live; anything else is logged as needing a restart. A bad
-// file keeps the running config (R5.6).
-func reload(prev *conf.Result, getenv func(string) string, level zap.AtomicLevel, log *zap.Logger) *conf.Result {
-	next, err := conf.Reload(prev, getenv)
-	if err != nil {
-		var cerr *conf.Error
-		if errors.As(err, &cerr) {
-			for _, p := range cerr.Problems {
-				log.Error("reload refused; keeping the running config",
-					zap.String("key", p.Key), zap.String("source", p.Source), zap.String("problem", p.Message))
-			}
-		} else {
-			log.Error("reload refused; keeping the running config", zap.Error(err))
-		}
-		return prev
-	}
-	level.SetLevel(parseLevel(next.Config.LogLevel))
-	log.Info("reloaded config", zap.String("log_level", next.Config.LogLevel))
-	return next
 }

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"errors"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/zrc-rendezvous/zrc-rendezvous/conf"
+)
+
+// liveKeys are the keys a reload applies without a restart (R5.6). A
+// change to any other key is logged as needing a restart and ignored.
+var liveKeys = map[string]bool{
+	"auth_tokens":                 true,
+	"mailbox_tokens_file":         true,
+	"ip_allowlist":                true,
+	"ip_blocklist":                true,
+	"trusted_proxies":             true,
+	"rate_limit_posts_per_minute": true,
+	"rate_limit_gets_per_minute":  true,
+	"rate_limit_window_seconds":   true,
+	"rate_limit_ipv6_prefix":      true,
+	"rate_limit_max_sources":      true,
+	"tls_cert_path":               true,
+	"tls_key_path":                true,
+	"log_level":                   true,
+}
+
+// reloadHook prepares one component for a new config: it reads and checks
+// whatever it needs (a token file, a certificate pair) and returns the swap
+// to make, or an error that refuses the whole reload. Hooks run in order,
+// commits only once every hook has prepared, so a reload applies entirely
+// or not at all.
+type reloadHook func(next conf.Config) (commit func(), err error)
+
+// reloader re-reads the configuration on SIGHUP (or any other trigger) and
+// applies it through its hooks.
+type reloader struct {
+	mu sync.Mutex // one reload at a time
+	// res is the last configuration read, whose command-line flags every
+	// reload applies again; running is the configuration in force: the
+	// start-up values of keys that need a restart, the latest of the rest.
+	res     *conf.Result
+	running conf.Config
+	getenv  func(string) string
+	log     *zap.Logger
+	hooks   []reloadHook
+}
+
+// reload re-reads the config file and the environment (keeping the
+// command line's flags) and applies the live keys. A bad file keeps the
+// running config and logs every problem. It reports whether it applied.
+func (r *reloader) reload(trigger string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	log := r.log.With(zap.String("trigger", trigger))
+	next, err := conf.Reload(r.res, r.getenv)
+	if err != nil {
+		var cerr *conf.Error
+		if errors.As(err, &cerr) {
+			for _, p := range cerr.Problems {
+				log.Error("reload refused; keeping the running config",
+					zap.String("key", p.Key), zap.String("source", p.Source), zap.String("problem", p.Message))
+			}
+		} else {
+			log.Error("reload refused; keeping the running config", zap.Error(err))
+		}
+		return false
+	}
+	var commits []func()
+	for _, hook := range r.hooks {
+		commit, err := hook(next.Config)
+		if err != nil {
+			log.Error("reload refused; keeping the running config", zap.Error(err))
+			return false
+		}
+		if commit != nil {
+			commits = append(commits, commit)
+		}
+	}
+	for _, commit := range commits {
+		commit()
+	}
+	var applied, restart []string
+	for _, key := range conf.ChangedKeys(r.running, next.Config) {
+		if liveKeys[key] {
+			applied = append(applied, key)
+		} else {
+			restart = append(restart, key)
+		}
+	}
+	if len(restart) > 0 {
+		log.Warn("changed keys need a restart; ignored until then", zap.Strings("keys", restart))
+	}
+	conf.CopyKeys(&r.running, next.Config, applied)
+	r.res = next
+	log.Info("reloaded config", zap.Strings("applied", applied))
+	return true
+}
