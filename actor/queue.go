@@ -12,10 +12,8 @@ type queue struct {
 func (q *queue) len() int { return q.n }
 
 func (q *queue) grow() {
-	size := 2 * len(q.buf)
-	if size == 0 {
-		size = 4
-	}
+	// Most mailboxes hold one message at a time: start at one slot.
+	size := max(1, 2*len(q.buf))
 	buf := make([]Message, size)
 	for i := 0; i < q.n; i++ {
 		buf[i] = q.buf[(q.head+i)%len(q.buf)]

@@ -4,11 +4,12 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"strconv"
 	"strings"
-	"time"
+	"sync"
 )
 
 // The automatic runtime memory policy (runtime_memory_limit_mb = 0).
@@ -20,7 +21,7 @@ import (
 // which it does in earnest only near a memory limit. A fixed soft limit
 // would fix the small case but make a 10,000-long-poll server, whose live
 // heap is far larger, collect without pause. So the governor moves the soft
-// limit with the live heap: every sampling interval it sets
+// limit with the live heap: after every garbage collection it sets
 //
 //	limit = runtime overhead + live heap + max(minHeadroom, live heap × headroomShare)
 //
@@ -28,21 +29,21 @@ import (
 // stacks, metadata). The GC then runs once the heap has grown by half the
 // live heap (like GOGC=50), never more often than every minHeadroom of
 // allocation, and idle heap beyond the limit goes back to the OS. GOGC=100
-// stays the backstop. Under a cgroup memory limit (systemd MemoryMax, a
+// stays the backstop. Updating after each collection rather than on a timer
+// matters: while a thousand long-polls connect in a second, a limit from the
+// second before would make the GC run back to back. Under a cgroup memory limit (systemd MemoryMax, a
 // container) the soft limit never passes 90 % of it.
 const (
-	governorMinHeadroom   = 8 << 20
-	governorHeadroomShare = 0.5
-	governorInterval      = time.Second
+	governorMinHeadroom   = 5 << 20
+	governorHeadroomShare = 0.3
 	cgroupShare           = 0.9
 )
 
 // memoryPolicy is what applyMemoryPolicy decided.
 type memoryPolicy struct {
-	mode     string // "explicit", "environment" or "automatic"
-	limit    int64  // explicit limit in bytes
-	cgroup   int64  // cgroup memory limit in bytes, 0 when none
-	interval time.Duration
+	mode   string // "explicit", "environment" or "automatic"
+	limit  int64  // explicit limit in bytes
+	cgroup int64  // cgroup memory limit in bytes, 0 when none
 }
 
 // applyMemoryPolicy chooses the runtime memory policy. GOMEMLIMIT and GOGC
@@ -57,7 +58,7 @@ func applyMemoryPolicy(limitMB int, getenv func(string) string) memoryPolicy {
 		debug.SetMemoryLimit(p.limit)
 		return p
 	}
-	return memoryPolicy{mode: "automatic", cgroup: cgroupLimit("/sys/fs/cgroup/memory.max"), interval: governorInterval}
+	return memoryPolicy{mode: "automatic", cgroup: cgroupLimit("/sys/fs/cgroup/memory.max")}
 }
 
 func (p memoryPolicy) describe() string {
@@ -76,28 +77,47 @@ func (p memoryPolicy) describe() string {
 }
 
 // start runs the governor for the automatic policy; the returned func
-// stops it and waits for it.
+// stops it.
 func (p memoryPolicy) start() (stop func()) {
 	if p.mode != "automatic" {
 		return func() {}
 	}
-	quit, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(p.interval)
-		defer t.Stop()
-		samples := newMemSamples()
-		for {
+	samples := newMemSamples()
+	var mu sync.Mutex // the finalizer goroutine and stop
+	stopped := false
+	update := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
 			debug.SetMemoryLimit(softLimit(samples.read(), p.cgroup))
-			select {
-			case <-t.C:
-			case <-quit:
-				return
-			}
 		}
-	}()
-	return func() { close(quit); <-done }
+		return !stopped
+	}
+	update()
+	afterEachGC(update)
+	return func() {
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+	}
 }
+
+// afterEachGC calls fn on the runtime's finalizer goroutine after every
+// garbage collection for as long as fn returns true: a sentinel object
+// that nothing references is finalized by the next collection, and each
+// finalizer arms the next sentinel.
+func afterEachGC(fn func() bool) {
+	s := &gcSentinel{}
+	runtime.SetFinalizer(s, func(*gcSentinel) {
+		if fn() {
+			afterEachGC(fn)
+		}
+	})
+}
+
+// gcSentinel has a pointer field so that it is a real heap object (the
+// runtime may not finalize tiny pointer-free allocations).
+type gcSentinel struct{ _ *int }
 
 // memSample is what softLimit needs from runtime/metrics.
 type memSample struct {
@@ -111,7 +131,6 @@ var memSampleNames = []string{
 	"/gc/heap/live:bytes",
 	"/memory/classes/total:bytes",
 	"/memory/classes/heap/objects:bytes",
-	"/memory/classes/heap/unused:bytes",
 	"/memory/classes/heap/free:bytes",
 	"/memory/classes/heap/released:bytes",
 }
@@ -127,7 +146,10 @@ func newMemSamples() *memSamples {
 func (m *memSamples) read() memSample {
 	metrics.Read(m.s)
 	v := func(i int) uint64 { return m.s[i].Value.Uint64() }
-	heapClasses := v(2) + v(3) + v(4) + v(5)
+	// Fragmentation inside the heap's spans ("unused") stays part of the
+	// overhead: it does not shrink when the GC runs, and leaving it out
+	// made the GC run back to back once it grew past a few MiB.
+	heapClasses := v(2) + v(3) + v(4)
 	var overhead uint64
 	if total := v(1); total > heapClasses {
 		overhead = total - heapClasses

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"testing"
 	"time"
@@ -69,15 +70,27 @@ func TestMemoryPolicyChoice(t *testing.T) {
 	if p.mode != "automatic" {
 		t.Fatalf("mode %q; want automatic", p.mode)
 	}
-	p.interval = time.Millisecond
-	debug.SetMemoryLimit(1 << 40)
 	stop := p.start()
+	if got := debug.SetMemoryLimit(-1); got < governorMinHeadroom || got >= 1<<40 {
+		t.Fatalf("governor set limit %d at start; want live heap plus headroom", got)
+	}
+	// After a collection the governor sets the limit again.
+	debug.SetMemoryLimit(1 << 40)
+	runtime.GC()
 	deadline := time.Now().Add(5 * time.Second)
 	for debug.SetMemoryLimit(-1) == 1<<40 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
+	if got := debug.SetMemoryLimit(-1); got == 1<<40 {
+		t.Fatal("governor did not update the limit after a collection")
+	}
+	// Once stopped, it leaves the limit alone.
 	stop()
-	if got := debug.SetMemoryLimit(-1); got < governorMinHeadroom || got == 1<<40 {
-		t.Fatalf("governor set limit %d; want live heap plus headroom", got)
+	debug.SetMemoryLimit(1 << 40)
+	runtime.GC()
+	runtime.GC()
+	time.Sleep(10 * time.Millisecond)
+	if got := debug.SetMemoryLimit(-1); got != 1<<40 {
+		t.Fatalf("stopped governor set the limit to %d", got)
 	}
 }

@@ -53,10 +53,19 @@ type server struct {
 	done chan struct{}
 }
 
-// startServer runs the binary on a free port and waits for its "ready" line.
+// loadFlags lift the per-source limits out of the way: these tests send
+// thousands of requests, all from 127.0.0.1. The token buckets and the
+// waiting count still run on every mailbox request, as with the defaults.
+var loadFlags = []string{
+	"--rate-limit-posts-per-minute", "100000000", "--rate-limit-gets-per-minute", "100000000",
+	"--max-waiting-per-source", "1000000",
+}
+
+// startServer runs the binary on a free port with loadFlags and waits for
+// its "ready" line; args come after, so they can override loadFlags.
 func startServer(t *testing.T, env []string, args ...string) *server {
 	t.Helper()
-	args = append([]string{"--listen-addr", "127.0.0.1", "--listen-port", "0"}, args...)
+	args = append(append([]string{"--listen-addr", "127.0.0.1", "--listen-port", "0"}, loadFlags...), args...)
 	s := &server{cmd: exec.Command(binary, args...), done: make(chan struct{})}
 	s.cmd.Env = append(os.Environ(), env...)
 	stderr, err := s.cmd.StderrPipe()

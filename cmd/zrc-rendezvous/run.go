@@ -95,8 +95,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// http.Server.Shutdown alone would not do.
 	root, cancelRoot := context.WithCancelCause(context.Background())
 	defer cancelRoot(nil)
+	gd, err := newGuard(cfg, log.Named("guard"))
+	if err != nil {
+		sup.Close()
+		return exitError{code: 2, err: err}
+	}
 	handler := httpapi.New(httpapi.Deps{
 		Mailboxes: sup,
+		Guard:     gd,
 		Logger:    log.Named("http"),
 		Metrics:   set,
 		Options: httpapi.Options{
@@ -156,7 +162,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		func(next conf.Config) (func(), error) {
 			return func() { level.SetLevel(parseLevel(next.LogLevel)) }, nil
 		},
+		guardHook(gd, cfg, log.Named("guard")),
 	}}
+	// Reload on a change of the config or token file too: Windows has no
+	// SIGHUP (R5.6, R10.6).
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		watchFiles(watchCtx, fileWatchInterval, rl.watchedFiles, func() { rl.reload("file changed") })
+	}()
+	defer func() { stopWatch(); <-watchDone }()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)

@@ -1,0 +1,46 @@
+package actor
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// BenchmarkPostReceive is the engine's post→get path on one mailbox: two
+// round trips through the actor's inbox.
+func BenchmarkPostReceive(b *testing.B) {
+	mb := Start(ID{9}, Options{MaxQueueLength: 100, TTL: time.Minute, Now: time.Now, Stats: &Stats{}})
+	defer mb.Stop()
+	body := make([]byte, 1024)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := mb.Post(ctx, body); err != nil {
+			b.Fatal(err)
+		}
+		if d, err := mb.Receive(ctx, 0); err != nil || !d.OK {
+			b.Fatal("no delivery")
+		}
+	}
+}
+
+// BenchmarkHandoff is a parked long-poll taking a post.
+func BenchmarkHandoff(b *testing.B) {
+	mb := Start(ID{9}, Options{MaxQueueLength: 100, TTL: time.Minute, Now: time.Now, Stats: &Stats{}})
+	defer mb.Stop()
+	body := make([]byte, 1024)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		w, err := mb.Park(ctx, time.Minute)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := mb.Post(ctx, body); err != nil {
+			b.Fatal(err)
+		}
+		if err := w.Await(); err != nil || !w.Delivery().OK {
+			b.Fatal("no delivery")
+		}
+	}
+}
