@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/guard"
 	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor"
 )
 
@@ -50,13 +51,17 @@ type Deps struct {
 	Mailboxes Mailboxes
 	Logger    *zap.Logger  // nil: no logs
 	Metrics   *metrics.Set // nil: no metrics; New registers its series here, once per set
-	Options   Options
+	// Guard applies the source lists, rate limits and authentication to
+	// the mailbox routes (R4, R5); nil: none of them.
+	Guard   *guard.Guard
+	Options Options
 }
 
 // api holds what the handlers share. It is read-only after New, except for
 // the pool and the metrics, which are safe for concurrent use.
 type api struct {
 	mb      Mailboxes
+	guard   *guard.Guard // nil: no limits, lists or authentication
 	log     *zap.Logger
 	opts    Options
 	metrics apiMetrics
@@ -66,12 +71,15 @@ type api struct {
 	// scratch holds MaxMessageSize+1-byte buffers for bodies of unknown
 	// length; see readBody.
 	scratch sync.Pool
+	// receives holds *pendingGet values, so that a GET costs no allocation
+	// for carrying its waiter across the wait.
+	receives sync.Pool
 }
 
 // New returns the HTTP handler for the mailbox API, /health and (with
 // Options.ServeMetrics) /metrics.
 func New(d Deps) http.Handler {
-	a := &api{mb: d.Mailboxes, log: d.Logger, opts: d.Options}
+	a := &api{mb: d.Mailboxes, guard: d.Guard, log: d.Logger, opts: d.Options}
 	if a.log == nil {
 		a.log = zap.NewNop()
 	}
@@ -88,6 +96,7 @@ func New(d Deps) http.Handler {
 		b := make([]byte, limit+1)
 		return &b
 	}
+	a.receives.New = func() any { return new(pendingGet) }
 	a.metrics = newAPIMetrics(d.Metrics)
 	return a.routes(d.Metrics)
 }

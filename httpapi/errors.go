@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/guard"
 	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor"
 )
 
@@ -26,19 +27,17 @@ var ErrBadWaitMS = errors.New("wait_ms must be a string of ASCII digits")
 
 // Errors the handlers return besides the engine's own. writeError maps each
 // through errorTable. errUnauthorized, errForbidden, errBlocked and
-// errRateLimited belong to the auth and rate-limit middleware still to come;
-// their rows exist now so that the errors_total label set is complete from
-// the start.
+// errRateLimited are package guard's (R4, R5).
 var (
 	errEmptyMessage     = errors.New("message body is empty")
 	errMessageTooLarge  = errors.New("message body exceeds max_message_size")
 	errBadBody          = errors.New("request body could not be read")
 	errNotFound         = errors.New("no such route")
 	errMethodNotAllowed = errors.New("method not allowed on this route")
-	errUnauthorized     = errors.New("credentials required")
-	errForbidden        = errors.New("credentials refused")
-	errBlocked          = errors.New("source address is blocked")
-	errRateLimited      = errors.New("rate limit exceeded")
+	errUnauthorized     = guard.ErrUnauthorized
+	errForbidden        = guard.ErrForbidden
+	errBlocked          = guard.ErrBlocked
+	errRateLimited      = guard.ErrRateLimited
 )
 
 // errorCode indexes errorTable; it is also how the errors_total counters
@@ -185,8 +184,20 @@ func (a *api) writeError(w http.ResponseWriter, r *http.Request, rt routeID, err
 		// would shut down every other stream's connection too.
 		h["Connection"] = hvClose
 	}
+	body := errorBodies[c]
+	if le, ok := errors.AsType[*guard.LimitError](err); ok && c == codeRateLimited {
+		// A 429 names the limit that was hit (R4.4).
+		body = le.Body()
+		kind := kindPost
+		if le.Kind == guard.Get {
+			kind = kindGet
+		}
+		if ctr := a.metrics.rateLimitHits[kind]; ctr != nil {
+			ctr.Inc()
+		}
+	}
 	w.WriteHeader(row.status)
-	_, _ = w.Write(errorBodies[c])
+	_, _ = w.Write(body)
 	if ctr := a.metrics.errors[c]; ctr != nil {
 		ctr.Inc()
 	}

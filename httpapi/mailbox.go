@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/guard"
 )
 
 // bodyReadTimeout bounds reading one POST body, so that a client trickling
@@ -28,9 +29,18 @@ func (a *api) postMessage(w http.ResponseWriter, r *http.Request) error {
 	if err := context.Cause(ctx); err != nil {
 		return err // shutting down, or the client has gone already
 	}
+	// Lists and the rate limit come first: a 400 or 401 takes a token
+	// too (R4).
+	t, err := a.guard.Admit(w, r, guard.Post)
+	if err != nil {
+		return err
+	}
 	id, err := actor.ParseID(r.PathValue("id"))
 	if err != nil {
 		return err
+	}
+	if err := t.Authorize(w, r, id); err != nil {
+		return err // before the body is read: a refused POST costs no buffer
 	}
 	body, err := a.readBody(w, r)
 	if err != nil {
@@ -131,18 +141,36 @@ func bodyError(err error) error {
 	return errors.Join(errBadBody, err)
 }
 
-// startReceive checks a GET and parks it on the mailbox (R2): the caller
-// awaits the returned Waiter, then calls answerReceive. A nil Waiter with
-// a nil error means there is no mailbox and the GET would not wait.
+// pendingGet carries a parked GET across its wait: the waiter, and the
+// source's long-poll count to release afterwards. It comes from
+// api.receives, so that the wait's own frame holds one pointer for both.
+type pendingGet struct {
+	wt   *actor.Waiter
+	hold guard.Hold
+}
+
+// startReceive checks a GET — source lists, rate limit, credentials, the
+// source's waiting long-polls (R4, R5) — and parks it on the mailbox (R2):
+// the caller awaits the returned pendingGet's Waiter, then calls
+// answerReceive. A nil pendingGet with a nil error means there is no mailbox
+// and the GET would not wait. Every check happens here, before the
+// mailbox is asked, so a refused GET consumes nothing.
 //
 //go:noinline
-func (a *api) startReceive(r *http.Request) (*actor.Waiter, error) {
+func (a *api) startReceive(w http.ResponseWriter, r *http.Request) (*pendingGet, error) {
 	ctx := r.Context()
 	if err := context.Cause(ctx); err != nil {
 		return nil, err
 	}
+	t, err := a.guard.Admit(w, r, guard.Get)
+	if err != nil {
+		return nil, err
+	}
 	id, err := actor.ParseID(r.PathValue("id"))
 	if err != nil {
+		return nil, err
+	}
+	if err := t.Authorize(w, r, id); err != nil {
 		return nil, err
 	}
 	raw, present := queryValue(r.URL.RawQuery, "wait_ms")
@@ -150,20 +178,37 @@ func (a *api) startReceive(r *http.Request) (*actor.Waiter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return a.mb.StartReceive(ctx, id, wait)
+	var hold guard.Hold
+	if wait > 0 {
+		if hold, err = t.Wait(); err != nil {
+			return nil, err
+		}
+	}
+	wt, err := a.mb.StartReceive(ctx, id, wait)
+	if err != nil || wt == nil {
+		hold.Release()
+		return nil, err
+	}
+	rc := a.receives.Get().(*pendingGet)
+	rc.wt, rc.hold = wt, hold
+	return rc, nil
 }
 
 // answerReceive writes what a GET got: 200 with the message, 204 when
-// none came, or the error for endpoint.finish to answer.
+// none came, or the error for endpoint.finish to answer. It ends the
+// long-poll's count against its source and returns rc to its pool.
 //
 //go:noinline
-func (a *api) answerReceive(w http.ResponseWriter, r *http.Request, wt *actor.Waiter, err error) error {
+func (a *api) answerReceive(w http.ResponseWriter, r *http.Request, rc *pendingGet, err error) error {
+	var d actor.Delivery
+	if rc != nil {
+		d = rc.wt.Delivery()
+		rc.hold.Release()
+		*rc = pendingGet{}
+		a.receives.Put(rc)
+	}
 	if err != nil {
 		return err // shutdown answers 503 at once; a client that left gets nothing
-	}
-	var d actor.Delivery
-	if wt != nil {
-		d = wt.Delivery()
 	}
 	ctx := r.Context()
 	id, _ := actor.ParseID(r.PathValue("id")) // startReceive parsed it already

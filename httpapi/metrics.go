@@ -27,8 +27,7 @@ const (
 type apiMetrics struct {
 	latency [numRoutes][numMethods]*metrics.PrometheusHistogram
 	errors  [numCodes]*metrics.Counter
-	// rateLimitHits is for the rate-limit middleware still to come; the
-	// series exist now because SPEC.md names them.
+	// rateLimitHits counts 429s by the request's kind (writeError).
 	rateLimitHits [numKinds]*metrics.Counter
 }
 

@@ -126,11 +126,11 @@ type receiveEndpoint struct{ *endpoint }
 
 func (e *receiveEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	wt, err := e.a.startReceive(r)
-	if err == nil && wt != nil {
-		err = wt.Await()
+	rc, err := e.a.startReceive(w, r)
+	if err == nil && rc != nil {
+		err = rc.wt.Await()
 	}
-	e.finish(w, r, start, e.a.answerReceive(w, r, wt, err))
+	e.finish(w, r, start, e.a.answerReceive(w, r, rc, err))
 }
 
 // methodNotAllowed answers 405 with allow as the Allow header.
