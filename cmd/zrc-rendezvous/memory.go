@@ -25,9 +25,10 @@ import (
 //
 //	limit = runtime overhead + live heap + max(minHeadroom, live heap × headroomShare)
 //
-// where the overhead is memory the runtime holds besides the heap (goroutine
-// stacks, metadata). The GC then runs once the heap has grown by half the
-// live heap (like GOGC=50), never more often than every minHeadroom of
+// where the overhead is memory the runtime holds besides the heap's objects
+// (goroutine stacks, metadata, fragmentation). The GC then runs once the
+// heap has grown by 30% of the live heap (like GOGC=30), never more often
+// than every minHeadroom of
 // allocation, and idle heap beyond the limit goes back to the OS. GOGC=100
 // stays the backstop. Updating after each collection rather than on a timer
 // matters: while a thousand long-polls connect in a second, a limit from the

@@ -17,10 +17,10 @@ func TestSoftLimit(t *testing.T) {
 		cgroup int64
 		want   int64
 	}{
-		{"small heap gets the minimum headroom", memSample{heapLive: 4 * mib, overhead: 2 * mib}, 0, 14 * mib},
-		{"large heap grows by half", memSample{heapLive: 200 * mib, overhead: 40 * mib}, 0, 340 * mib},
+		{"small heap gets the minimum headroom", memSample{heapLive: 4 * mib, overhead: 2 * mib}, 0, 11 * mib},
+		{"large heap grows by its share", memSample{heapLive: 200 * mib, overhead: 40 * mib}, 0, 300 * mib},
 		{"cgroup caps it", memSample{heapLive: 200 * mib, overhead: 40 * mib}, 100 * mib, 90 * mib},
-		{"a roomy cgroup does not", memSample{heapLive: 4 * mib}, 1 << 40, 12 * mib},
+		{"a roomy cgroup does not", memSample{heapLive: 4 * mib}, 1 << 40, 9 * mib},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := softLimit(tc.s, tc.cgroup); got != tc.want {
