@@ -44,6 +44,8 @@ type Options struct {
 	ServeMetrics bool
 	Version      string    // reported by /health
 	Started      time.Time // for /health's uptime_seconds; zero: when New ran
+	// BodyReadTimeout bounds reading one POST body; zero: 30 s.
+	BodyReadTimeout time.Duration
 }
 
 // Deps is everything New needs.
@@ -51,6 +53,10 @@ type Deps struct {
 	Mailboxes Mailboxes
 	Logger    *zap.Logger  // nil: no logs
 	Metrics   *metrics.Set // nil: no metrics; New registers its series here, once per set
+	// Conns counts the main listener's open connections for /health,
+	// which reports them and answers 503 overloaded at the cap; nil: not
+	// reported.
+	Conns *ConnLimit
 	// Guard applies the source lists, rate limits and authentication to
 	// the mailbox routes (R4, R5); nil: none of them.
 	Guard   *guard.Guard
@@ -61,6 +67,7 @@ type Deps struct {
 // the pool and the metrics, which are safe for concurrent use.
 type api struct {
 	mb      Mailboxes
+	conns   *ConnLimit   // nil: connections not counted
 	guard   *guard.Guard // nil: no limits, lists or authentication
 	log     *zap.Logger
 	opts    Options
@@ -79,12 +86,15 @@ type api struct {
 // New returns the HTTP handler for the mailbox API, /health and (with
 // Options.ServeMetrics) /metrics.
 func New(d Deps) http.Handler {
-	a := &api{mb: d.Mailboxes, guard: d.Guard, log: d.Logger, opts: d.Options}
+	a := &api{mb: d.Mailboxes, conns: d.Conns, guard: d.Guard, log: d.Logger, opts: d.Options}
 	if a.log == nil {
 		a.log = zap.NewNop()
 	}
 	if a.opts.Started.IsZero() {
 		a.opts.Started = time.Now()
+	}
+	if a.opts.BodyReadTimeout <= 0 {
+		a.opts.BodyReadTimeout = bodyReadTimeout
 	}
 	v, err := json.Marshal(a.opts.Version)
 	if err != nil {

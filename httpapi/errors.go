@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -143,7 +144,10 @@ func classify(r *http.Request, err error) (c errorCode, ok bool) {
 	if errors.Is(context.Cause(ctx), ErrShuttingDown) {
 		return codeShuttingDown, true
 	}
-	if ctx.Err() != nil {
+	// net/http cancels the request when a body read fails, a timeout
+	// included; but a read that hit the body deadline means the client is
+	// too slow, not gone, and it gets its 400 before the connection closes.
+	if ctx.Err() != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 		return 0, false // the client left: nobody reads an answer
 	}
 	for c := range errorTable {

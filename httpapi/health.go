@@ -11,18 +11,24 @@ import (
 )
 
 // health reports liveness and load (R6.1, R6.5, R6.6): 200 "healthy", or
-// 503 "overloaded" near the memory or mailbox limit, or 503
-// "shutting_down" once shutdown has begun, so that a load balancer stops
-// sending traffic before the listener closes. It reads counters only and
-// asks no actor. Later middleware must leave it unauthenticated and
+// 503 "overloaded" near the memory or mailbox limit or at the connection
+// cap (max_connections), or 503 "shutting_down" once shutdown has begun,
+// so that a load balancer stops sending traffic before the listener
+// closes. It reads counters only and asks no actor. Later middleware must leave it unauthenticated and
 // unlimited.
 func (a *api) health(w http.ResponseWriter, r *http.Request) error {
 	snap := a.mb.Snapshot()
+	var conns int64
+	if a.conns != nil {
+		conns = a.conns.Open()
+	}
 	status, code := "healthy", http.StatusOK
 	switch {
 	case errors.Is(context.Cause(r.Context()), ErrShuttingDown):
 		status, code = "shutting_down", http.StatusServiceUnavailable
-	case a.overloaded(snap):
+	// This request's own connection counts, so open connections reach
+	// the cap here exactly when the next connection would be refused.
+	case a.overloaded(snap) || a.conns != nil && conns >= a.conns.Max():
 		status, code = "overloaded", http.StatusServiceUnavailable
 	}
 
@@ -41,6 +47,8 @@ func (a *api) health(w http.ResponseWriter, r *http.Request) error {
 	b = strconv.AppendInt(b, snap.QueuedBytes, 10)
 	b = append(b, `,"waiting_long_polls":`...)
 	b = strconv.AppendInt(b, snap.Waiting, 10)
+	b = append(b, `,"open_connections":`...)
+	b = strconv.AppendInt(b, conns, 10)
 	b = append(b, '}')
 
 	h := w.Header()

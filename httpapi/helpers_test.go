@@ -59,6 +59,10 @@ type config struct {
 	// wrap decorates the real supervisor (to observe or to cancel at a
 	// chosen moment); it never replaces the engine.
 	wrap func(Mailboxes) Mailboxes
+	// server adjusts the http.Server's options (short timeouts).
+	server ServerOptions
+	// maxConns caps the listener's open connections; 0: 1000.
+	maxConns int
 }
 
 func defaultConfig() config {
@@ -93,6 +97,7 @@ type testServer struct {
 	set      *metrics.Set
 	clock    *fakeClock
 	shutdown context.CancelCauseFunc // cancels the base context
+	conns    *ConnLimit
 }
 
 func newTestServer(t testing.TB, mod ...func(*config)) *testServer {
@@ -112,15 +117,21 @@ func newTestServer(t testing.TB, mod ...func(*config)) *testServer {
 	if cfg.wrap != nil {
 		mb = cfg.wrap(sup)
 	}
-	h := New(Deps{Mailboxes: mb, Logger: cfg.logger, Metrics: set, Options: cfg.api})
+	if cfg.maxConns == 0 {
+		cfg.maxConns = 1000
+	}
+	conns := NewConnLimit(ConnLimitOptions{Max: cfg.maxConns, Logger: cfg.logger, Metrics: set})
+	h := New(Deps{Mailboxes: mb, Logger: cfg.logger, Metrics: set, Conns: conns, Options: cfg.api})
 	base, shutdown := context.WithCancelCause(context.Background())
 	ts := httptest.NewUnstartedServer(nil)
-	ts.Config = NewServer(h, base, ServerOptions{LongPollMax: cfg.api.LongPollMax})
+	cfg.server.LongPollMax = cfg.api.LongPollMax
+	ts.Config = NewServer(h, base, cfg.server)
+	ts.Listener = conns.Listener(ts.Listener, nil)
 	ts.Start()
 	t.Cleanup(func() { sup.Close() })
 	t.Cleanup(func() { shutdown(nil) })
 	t.Cleanup(ts.Close) // runs first: waits for every handler to return
-	return &testServer{t: t, url: ts.URL, client: ts.Client(), sup: sup, set: set, clock: clock, shutdown: shutdown}
+	return &testServer{t: t, url: ts.URL, client: ts.Client(), sup: sup, set: set, clock: clock, shutdown: shutdown, conns: conns}
 }
 
 // result is a response read in full.

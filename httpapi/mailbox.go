@@ -16,10 +16,11 @@ import (
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/guard"
 )
 
-// bodyReadTimeout bounds reading one POST body, so that a client trickling
-// bytes cannot hold a connection and a buffer for long. It is a
-// per-request read deadline rather than http.Server.ReadTimeout, which
-// would also cut the connection's background read during long-polls.
+// bodyReadTimeout is the default of Options.BodyReadTimeout, which bounds
+// reading one POST body, so that a client trickling bytes cannot hold a
+// connection and a buffer for long. It is a per-request read deadline
+// rather than http.Server.ReadTimeout, which would also cut the
+// connection's background read during long-polls.
 const bodyReadTimeout = 30 * time.Second
 
 // postMessage queues the body for the recipient (R1): 202 with the
@@ -83,7 +84,7 @@ func (a *api) postMessage(w http.ResponseWriter, r *http.Request) error {
 // MaxMessageSize+1 bytes, whatever Content-Length claims, and nothing at
 // all when Content-Length alone is too large (R1.4). The body's buffer is
 // allocated once, at its exact size: it is what the queue keeps.
-func (a *api) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+func (a *api) readBody(w http.ResponseWriter, r *http.Request) (_ []byte, err error) {
 	limit := a.opts.MaxMessageSize
 	n := r.ContentLength
 	switch {
@@ -95,10 +96,17 @@ func (a *api) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	rc := http.NewResponseController(w)
 	// Errors mean the writer cannot set deadlines (a recorder in tests);
 	// the body is then read without one.
-	_ = rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	_ = rc.SetReadDeadline(time.Now().Add(a.opts.BodyReadTimeout))
 	// Lift the deadline once the body is in: net/http's background read
 	// runs under it afterwards, and hitting it would cancel the request.
-	defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
+	// After a failed read it stays: net/http then discards what is left of
+	// the body before it answers, and without a deadline a client that
+	// never sends the rest would hold the connection for ever (slowloris).
+	defer func() {
+		if err == nil {
+			_ = rc.SetReadDeadline(time.Time{})
+		}
+	}()
 
 	if n > 0 {
 		// net/http stops the body at Content-Length, and the buffer is

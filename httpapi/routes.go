@@ -107,6 +107,9 @@ func (e *endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // finish answers err, if any, and records the request's latency.
 func (e *endpoint) finish(w http.ResponseWriter, r *http.Request, start time.Time, err error) {
+	if r.ContentLength != 0 {
+		e.a.limitBodyDrain(w, err)
+	}
 	if err != nil {
 		e.a.writeError(w, r, e.route, err)
 	}

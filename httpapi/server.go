@@ -24,6 +24,12 @@ type ServerOptions struct {
 	Addr        string
 	LongPollMax time.Duration // the longest a GET may wait (long_poll_max_ms)
 	ErrorLog    *log.Logger   // net/http's own errors; nil: the log package's default
+
+	// The limits below default to the package's constants when zero;
+	// tests set short ones to watch a slow client being cut off.
+	ReadHeaderTimeout time.Duration // request line and headers, from the first byte; also the TLS handshake
+	IdleTimeout       time.Duration // a keep-alive connection between requests
+	WriteSlack        time.Duration // writing an answer after the longest long-poll
 }
 
 // NewServer wraps h in an http.Server with the project's timeouts. baseCtx
@@ -35,10 +41,20 @@ func NewServer(h http.Handler, baseCtx context.Context, opts ServerOptions) *htt
 	if baseCtx == nil {
 		baseCtx = context.Background()
 	}
+	orDefault := func(d, def time.Duration) time.Duration {
+		if d > 0 {
+			return d
+		}
+		return def
+	}
 	return &http.Server{
-		Addr:              opts.Addr,
-		Handler:           h,
-		ReadHeaderTimeout: readHeaderTimeout,
+		Addr:    opts.Addr,
+		Handler: h,
+		// A client dribbling its headers a byte at a time is cut off
+		// ReadHeaderTimeout after its request began, however steadily it
+		// dribbles: net/http sets one deadline for the whole header block.
+		// It bounds the TLS handshake too.
+		ReadHeaderTimeout: orDefault(opts.ReadHeaderTimeout, readHeaderTimeout),
 		// No ReadTimeout: it would stay armed on the connection while a
 		// long-poll waits, and when it fired net/http's background read
 		// would fail and cancel the waiting request as if its client had
@@ -48,8 +64,8 @@ func NewServer(h http.Handler, baseCtx context.Context, opts ServerOptions) *htt
 		// outlast the longest long-poll plus the time to write its answer,
 		// or a GET parked for long_poll_max_ms would be cut off before its
 		// 200 or 204.
-		WriteTimeout:   opts.LongPollMax + writeSlack,
-		IdleTimeout:    idleTimeout,
+		WriteTimeout:   opts.LongPollMax + orDefault(opts.WriteSlack, writeSlack),
+		IdleTimeout:    orDefault(opts.IdleTimeout, idleTimeout),
 		MaxHeaderBytes: maxHeaderBytes,
 		ErrorLog:       opts.ErrorLog,
 		BaseContext:    func(net.Listener) context.Context { return baseCtx },
