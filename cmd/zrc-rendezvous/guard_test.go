@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/zrc-rendezvous/zrc-rendezvous/conf"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/guard"
+)
+
+// watchFiles calls back once per poll that sees a file change, appear or
+// go, and not otherwise.
+func TestWatchFilesPollsModTimes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		a, b := filepath.Join(dir, "config.toml"), filepath.Join(dir, "tokens.toml")
+		os.WriteFile(a, []byte("x"), 0o600)
+		files := []string{a, b} // b does not exist yet
+		var calls atomic.Int32
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			watchFiles(ctx, time.Second, func() []string { return files }, func() { calls.Add(1) })
+		}()
+		step := func(what string, want int32) {
+			t.Helper()
+			time.Sleep(time.Second)
+			synctest.Wait()
+			if got := calls.Load(); got != want {
+				t.Fatalf("after %s: %d reloads; want %d", what, got, want)
+			}
+		}
+		step("nothing", 0)
+		os.Chtimes(a, time.Time{}, time.Unix(1700000000, 0))
+		step("a new mtime", 1)
+		step("nothing again", 1)
+		os.WriteFile(b, []byte("[mailboxes]\n"), 0o600)
+		step("the token file appearing", 2)
+		os.WriteFile(b, []byte("[mailboxes]\n# longer\n"), 0o600)
+		os.Chtimes(b, time.Time{}, time.Unix(1700000000, 0))
+		step("a new size", 3)
+		os.Remove(a)
+		step("the config file going", 4)
+		cancel()
+		<-done
+	})
+}
+
+// The guard's hook reads the token file and the live keys at prepare
+// time, refuses a broken file without touching the running state, and
+// never logs a token.
+func TestGuardHookAllOrNothing(t *testing.T) {
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens.toml")
+	id := strings.Repeat("ab", 32)
+	os.WriteFile(tokens, []byte("[mailboxes]\n"+id+" = [\"first-secret\"]\n"), 0o600)
+	base := conf.Defaults()
+	base.AuthMode, base.MailboxTokensFile = "per_mailbox", tokens
+	core, logs := observer.New(zap.DebugLevel)
+	log := zap.New(core)
+	g, err := newGuard(base, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hook := guardHook(g, base, log)
+
+	next := base
+	next.AuthMode = "disabled" // needs a restart: ignored by the hook
+	next.RateLimitPostsPerMinute = 7
+	os.WriteFile(tokens, []byte("[mailboxes]\n"+id+" = [\"second secret\"]\n"), 0o600)
+	if _, err := hook(next); err == nil || strings.Contains(err.Error(), "second secret") {
+		t.Fatalf("broken token file: %v; want an error without the token", err)
+	}
+	if g.Mode() != guard.PerMailbox {
+		t.Fatal("the mode changed")
+	}
+	os.WriteFile(tokens, []byte("[mailboxes]\n"+id+" = [\"second-secret\"]\n"), 0o600)
+	commit, err := hook(next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit()
+	if g.Mode() != guard.PerMailbox {
+		t.Fatal("auth_mode was applied live; it needs a restart")
+	}
+	for _, e := range logs.All() {
+		if line := fmt.Sprint(e.Message, e.ContextMap()); strings.Contains(line, "secret") {
+			t.Errorf("log line carries a token: %s", line)
+		}
+	}
+}
+
+// R5.6 through the real process: SIGHUP rotates the server tokens while a
+// long-poll waits, and the long-poll still gets its message.
+func TestProcessReloadRotatesTokensUnderLongPoll(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "config.toml")
+	os.WriteFile(file, []byte("auth_mode = \"server_wide\"\nauth_tokens = [\"old-token\"]\n"), 0o600)
+	s := startServer(t, []string{"ZRC_CONFIG_PATH=" + file})
+	do := func(method, token, query string, body io.Reader) *http.Response {
+		t.Helper()
+		r, _ := http.NewRequest(method, s.url+"/v1/mailbox/"+rid+query, body)
+		if token != "" {
+			r.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if resp := do("GET", "", "?wait_ms=0", nil); resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") != "Bearer" {
+		t.Fatalf("no token: %d %q; want 401 Bearer", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+	got := make(chan string, 1)
+	go func() {
+		resp := do("GET", "old-token", "?wait_ms=20000", nil)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}()
+	waitFor(t, func() bool { return strings.Contains(metricsText(t, s), "zrc_rendezvous_waiting_long_polls 1") })
+
+	os.WriteFile(file, []byte("auth_mode = \"server_wide\"\nauth_tokens = [\"new-token\"]\n"), 0o600)
+	s.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, func() bool { return strings.Contains(s.log(), `"msg":"abuse controls reloaded"`) })
+	if resp := do("POST", "old-token", "", strings.NewReader("x")); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("old token after the reload: %d; want 403", resp.StatusCode)
+	}
+	if resp := do("POST", "new-token", "", strings.NewReader("envelope")); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("new token: %d; want 202", resp.StatusCode)
+	}
+	if r := <-got; r != "200 envelope" {
+		t.Fatalf("long-poll across the reload got %q; want 200 envelope", r)
+	}
+	if logs := s.log(); strings.Contains(logs, "old-token") || strings.Contains(logs, "new-token") {
+		t.Fatalf("logs carry a token:\n%s", logs)
+	}
+}
