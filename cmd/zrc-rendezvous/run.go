@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +20,7 @@ import (
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
 	"github.com/zrc-rendezvous/zrc-rendezvous/conf"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload"
 	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor"
 	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor/statefile"
 )
@@ -100,9 +100,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		sup.Close()
 		return exitError{code: 2, err: err}
 	}
+	certs, err := setupTLS(cfg, log.Named("tls"), set)
+	if err != nil {
+		sup.Close()
+		return exitError{code: 2, err: err}
+	}
+	conns := httpapi.NewConnLimit(httpapi.ConnLimitOptions{
+		Max: cfg.MaxConnections, Logger: log.Named("http"), Metrics: set,
+	})
+	defer conns.Close()
 	handler := httpapi.New(httpapi.Deps{
 		Mailboxes: sup,
 		Guard:     gd,
+		Conns:     conns,
 		Logger:    log.Named("http"),
 		Metrics:   set,
 		Options: httpapi.Options{
@@ -116,7 +126,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			Started:         started,
 		},
 	})
-	errLog := zap.NewStdLog(log.Named("net/http"))
+	// net/http's own error lines, failed TLS handshakes aggregated (R8.6).
+	netLog := tlsreload.NewErrorLog(log.Named("net/http"), set, netHTTPLogInterval)
+	defer netLog.Close()
+	errLog := netLog.Logger()
 	mainAddr := net.JoinHostPort(cfg.ListenAddr, strconv.Itoa(cfg.ListenPort))
 	srv := httpapi.NewServer(handler, root, httpapi.ServerOptions{
 		Addr: mainAddr, LongPollMax: cfg.LongPollMax(), ErrorLog: errLog,
@@ -126,16 +139,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		sup.Close()
 		return fmt.Errorf("listen on %s (listen_addr, listen_port): %w", mainAddr, err)
 	}
-	tlsOn := cfg.TLSCertPath != ""
+	tlsOn := certs != nil
 	if tlsOn {
-		// R8.1, R8.3, R8.5: HTTPS only, TLS 1.2 at least; ServeTLS
-		// negotiates HTTP/2 through ALPN.
-		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		// R8.1, R8.3, R8.5: HTTPS only, TLS 1.2 at least, the pair in
+		// force through GetCertificate; ServeTLS negotiates HTTP/2
+		// through ALPN.
+		srv.TLSConfig = certs.ServerConfig()
 	}
+	// Every connection counts against max_connections from accept on;
+	// past the cap it is refused under the TLS layer ServeTLS adds.
+	ln = conns.Listener(ln, srv.TLSConfig)
 	serveErr := make(chan error, 2)
 	go func() {
 		if tlsOn {
-			serveErr <- srv.ServeTLS(ln, cfg.TLSCertPath, cfg.TLSKeyPath)
+			serveErr <- srv.ServeTLS(ln, "", "")
 		} else {
 			serveErr <- srv.Serve(ln)
 		}
@@ -163,6 +180,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return func() { level.SetLevel(parseLevel(next.LogLevel)) }, nil
 		},
 		guardHook(gd, cfg, log.Named("guard")),
+		tlsHook(certs),
 	}}
 	// Reload on a change of the config or token file too: Windows has no
 	// SIGHUP (R5.6, R10.6).
