@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -148,5 +149,21 @@ func TestProcessReloadRotatesTokensUnderLongPoll(t *testing.T) {
 	}
 	if logs := s.log(); strings.Contains(logs, "old-token") || strings.Contains(logs, "new-token") {
 		t.Fatalf("logs carry a token:\n%s", logs)
+	}
+}
+
+// A mailbox token file that cannot be used stops the start with status 2,
+// naming the key and never a token.
+func TestProcessBadTokenFileExits2(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "tokens.toml")
+	os.WriteFile(file, []byte("[mailboxes]\nnot-an-id = [\"secret-token\"]\n"), 0o600)
+	cmd := exec.Command(binary, "--listen-port", "0", "--auth-mode", "per_mailbox", "--mailbox-tokens-file", file)
+	out, err := cmd.CombinedOutput()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 2 {
+		t.Fatalf("exit: %v; want status 2\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "mailbox_tokens_file") || strings.Contains(string(out), "secret-token") {
+		t.Fatalf("output:\n%s\nwant the key named and no token", out)
 	}
 }
