@@ -14,29 +14,29 @@ import (
 
 // The automatic runtime memory policy (runtime_memory_limit_mb = 0).
 //
-// Go's default GC lets the heap grow to twice the live heap before it
-// collects. For a server whose live heap is mostly parked long-polls that is
-// the difference between ~35 MiB and over 50 MiB resident (R10.2): freed
-// heap pages also stay resident until the runtime's scavenger returns them,
-// which it does in earnest only near a memory limit. A fixed soft limit
-// would fix the small case but make a 10,000-long-poll server, whose live
-// heap is far larger, collect without pause. So the governor moves the soft
-// limit with the live heap: after every garbage collection it sets
+// Go's default GC (GOGC=100) lets the heap grow by as much again as the
+// live heap and the goroutine stacks before it collects. For a server whose
+// live heap is mostly parked long-polls that is the difference between
+// about 45 and about 57 MiB resident with 1,000 of them under traffic
+// (R10.2). A fixed soft memory limit would fix that case and make a
+// 10,000-long-poll server, whose live heap is ten times larger, collect
+// without pause; a soft limit that follows the live heap feeds on itself,
+// because the span space a collection frees counts against it. So the
+// governor sets GOGC instead: after every garbage collection it picks the
+// percentage that lets the heap grow by
 //
-//	limit = runtime overhead + live heap + max(minHeadroom, live heap × headroomShare)
+//	headroom = max(minHeadroom, live heap × headroomShare)
 //
-// where the overhead is memory the runtime holds besides the heap's objects
-// (goroutine stacks, metadata, fragmentation). The GC then runs once the
-// heap has grown by 30% of the live heap (like GOGC=30), never more often
-// than every minHeadroom of
-// allocation, and idle heap beyond the limit goes back to the OS. GOGC=100
-// stays the backstop. Updating after each collection rather than on a timer
-// matters: while a thousand long-polls connect in a second, a limit from the
-// second before would make the GC run back to back. Under a cgroup memory limit (systemd MemoryMax, a
-// container) the soft limit never passes 90 % of it.
+// before the next one — like GOGC=25 for a large heap, never more often than
+// every minHeadroom of allocation for a small one, and never above Go's
+// default of 100. The background scavenger then keeps resident memory close
+// to the smaller heap. Updating after each collection rather than on a timer
+// matters: while a thousand long-polls connect in a second, a setting from
+// the second before would be far off. Under a cgroup memory limit (systemd
+// MemoryMax, a container) a soft memory limit at 90 % of it is set as well.
 const (
-	governorMinHeadroom   = 5 << 20
-	governorHeadroomShare = 0.3
+	governorMinHeadroom   = 4 << 20
+	governorHeadroomShare = 0.25
 	cgroupShare           = 0.9
 )
 
@@ -59,7 +59,11 @@ func applyMemoryPolicy(limitMB int, getenv func(string) string) memoryPolicy {
 		debug.SetMemoryLimit(p.limit)
 		return p
 	}
-	return memoryPolicy{mode: "automatic", cgroup: cgroupLimit("/sys/fs/cgroup/memory.max")}
+	p := memoryPolicy{mode: "automatic", cgroup: cgroupLimit("/sys/fs/cgroup/memory.max")}
+	if p.cgroup > 0 {
+		debug.SetMemoryLimit(int64(float64(p.cgroup) * cgroupShare))
+	}
+	return p
 }
 
 func (p memoryPolicy) describe() string {
@@ -69,10 +73,10 @@ func (p memoryPolicy) describe() string {
 	case "environment":
 		return "GOMEMLIMIT/GOGC from the environment"
 	}
-	s := fmt.Sprintf("automatic: soft limit = runtime overhead + live heap + max(%d MiB, %.0f%% of the live heap)",
+	s := fmt.Sprintf("automatic: GOGC set after each collection so the heap grows by max(%d MiB, %.0f%% of the live heap), at most 100",
 		governorMinHeadroom>>20, governorHeadroomShare*100)
 	if p.cgroup > 0 {
-		s += fmt.Sprintf(", at most %.0f%% of the cgroup's %d MiB", cgroupShare*100, p.cgroup>>20)
+		s += fmt.Sprintf("; soft memory limit %.0f%% of the cgroup's %d MiB", cgroupShare*100, p.cgroup>>20)
 	}
 	return s
 }
@@ -86,13 +90,18 @@ func (p memoryPolicy) start() (stop func()) {
 	samples := newMemSamples()
 	var mu sync.Mutex // the finalizer goroutine and stop
 	stopped := false
+	current := -1
 	update := func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		if !stopped {
-			debug.SetMemoryLimit(softLimit(samples.read(), p.cgroup))
+		if stopped {
+			return false
 		}
-		return !stopped
+		if pct := gcPercent(samples.read()); pct != current {
+			debug.SetGCPercent(pct)
+			current = pct
+		}
+		return true
 	}
 	update()
 	afterEachGC(update)
@@ -120,21 +129,15 @@ func afterEachGC(fn func() bool) {
 // runtime may not finalize tiny pointer-free allocations).
 type gcSentinel struct{ _ *int }
 
-// memSample is what softLimit needs from runtime/metrics.
+// memSample is what gcPercent needs from runtime/metrics.
 type memSample struct {
 	heapLive uint64 // live heap after the last GC
-	overhead uint64 // memory the runtime holds besides the heap's objects
+	stacks   uint64 // stack bytes the last GC scanned: part of GOGC's base
 }
 
 type memSamples struct{ s []metrics.Sample }
 
-var memSampleNames = []string{
-	"/gc/heap/live:bytes",
-	"/memory/classes/total:bytes",
-	"/memory/classes/heap/objects:bytes",
-	"/memory/classes/heap/free:bytes",
-	"/memory/classes/heap/released:bytes",
-}
+var memSampleNames = []string{"/gc/heap/live:bytes", "/gc/scan/stack:bytes"}
 
 func newMemSamples() *memSamples {
 	m := &memSamples{s: make([]metrics.Sample, len(memSampleNames))}
@@ -146,26 +149,19 @@ func newMemSamples() *memSamples {
 
 func (m *memSamples) read() memSample {
 	metrics.Read(m.s)
-	v := func(i int) uint64 { return m.s[i].Value.Uint64() }
-	// Fragmentation inside the heap's spans ("unused") stays part of the
-	// overhead: it does not shrink when the GC runs, and leaving it out
-	// made the GC run back to back once it grew past a few MiB.
-	heapClasses := v(2) + v(3) + v(4)
-	var overhead uint64
-	if total := v(1); total > heapClasses {
-		overhead = total - heapClasses
-	}
-	return memSample{heapLive: v(0), overhead: overhead}
+	return memSample{heapLive: m.s[0].Value.Uint64(), stacks: m.s[1].Value.Uint64()}
 }
 
-// softLimit is the governor's rule; cgroup is 0 when there is none.
-func softLimit(s memSample, cgroup int64) int64 {
+// gcPercent is the governor's rule: the GOGC value under which the heap
+// grows by the headroom before the next collection. GOGC's base is the live
+// heap plus the scanned goroutine stacks.
+func gcPercent(s memSample) int {
 	headroom := math.Max(governorMinHeadroom, float64(s.heapLive)*governorHeadroomShare)
-	limit := int64(float64(s.overhead) + float64(s.heapLive) + headroom)
-	if cgroup > 0 {
-		limit = min(limit, int64(float64(cgroup)*cgroupShare))
+	base := float64(s.heapLive + s.stacks)
+	if base == 0 {
+		return 100
 	}
-	return limit
+	return int(min(100, max(1, math.Ceil(headroom/base*100))))
 }
 
 // cgroupLimit reads a cgroup v2 memory.max file: bytes, or 0 for "max",

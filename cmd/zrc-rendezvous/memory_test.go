@@ -5,26 +5,27 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"testing"
 	"time"
 )
 
-func TestSoftLimit(t *testing.T) {
+func TestGCPercent(t *testing.T) {
 	const mib = 1 << 20
 	for _, tc := range []struct {
-		name   string
-		s      memSample
-		cgroup int64
-		want   int64
+		name string
+		s    memSample
+		want int
 	}{
-		{"small heap gets the minimum headroom", memSample{heapLive: 4 * mib, overhead: 2 * mib}, 0, 11 * mib},
-		{"large heap grows by its share", memSample{heapLive: 200 * mib, overhead: 40 * mib}, 0, 300 * mib},
-		{"cgroup caps it", memSample{heapLive: 200 * mib, overhead: 40 * mib}, 100 * mib, 90 * mib},
-		{"a roomy cgroup does not", memSample{heapLive: 4 * mib}, 1 << 40, 9 * mib},
+		{"nothing measured yet", memSample{}, 100},
+		{"a small heap keeps Go's default", memSample{heapLive: 2 * mib, stacks: mib}, 100},
+		{"the minimum headroom", memSample{heapLive: 8 * mib, stacks: 4 * mib}, 34},               // 4 MiB of 12
+		{"a large heap grows by its share", memSample{heapLive: 160 * mib, stacks: 40 * mib}, 20}, // 40 MiB of 200
+		{"1,000 parked long-polls", memSample{heapLive: 16 * mib, stacks: 4 * mib}, 20},           // 4 MiB of 20
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := softLimit(tc.s, tc.cgroup); got != tc.want {
-				t.Fatalf("softLimit(%+v, %d) = %d; want %d", tc.s, tc.cgroup, got, tc.want)
+			if got := gcPercent(tc.s); got != tc.want {
+				t.Fatalf("gcPercent(%+v) = %d; want %d", tc.s, got, tc.want)
 			}
 		})
 	}
@@ -53,6 +54,13 @@ func TestCgroupLimit(t *testing.T) {
 	}
 }
 
+// currentGOGC reads the GC percentage without changing it.
+func currentGOGC() int {
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	return int(s[0].Value.Uint64())
+}
+
 func TestMemoryPolicyChoice(t *testing.T) {
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
 	env := func(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
@@ -66,31 +74,38 @@ func TestMemoryPolicyChoice(t *testing.T) {
 	if p := applyMemoryPolicy(100, env(nil)); p.mode != "explicit" || debug.SetMemoryLimit(-1) != 100<<20 {
 		t.Fatalf("explicit: mode %q limit %d; want explicit 100 MiB", p.mode, debug.SetMemoryLimit(-1))
 	}
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
 	p := applyMemoryPolicy(0, env(nil))
 	if p.mode != "automatic" {
 		t.Fatalf("mode %q; want automatic", p.mode)
 	}
-	stop := p.start()
-	if got := debug.SetMemoryLimit(-1); got < governorMinHeadroom || got >= 1<<40 {
-		t.Fatalf("governor set limit %d at start; want live heap plus headroom", got)
+	// Hold a live heap large enough for the governor to go below 100.
+	ballast := make([][]byte, 64)
+	for i := range ballast {
+		ballast[i] = make([]byte, 1<<20)
 	}
-	// After a collection the governor sets the limit again.
-	debug.SetMemoryLimit(1 << 40)
 	runtime.GC()
+	stop := p.start()
+	runtime.GC()
+	want := gcPercent(newMemSamples().read())
 	deadline := time.Now().Add(5 * time.Second)
-	for debug.SetMemoryLimit(-1) == 1<<40 && time.Now().Before(deadline) {
+	for currentGOGC() != want && time.Now().Before(deadline) {
+		runtime.GC()
 		time.Sleep(time.Millisecond)
+		want = gcPercent(newMemSamples().read())
 	}
-	if got := debug.SetMemoryLimit(-1); got == 1<<40 {
-		t.Fatal("governor did not update the limit after a collection")
+	got := currentGOGC()
+	runtime.KeepAlive(ballast)
+	if got != want || got >= 100 {
+		t.Fatalf("after a collection GOGC = %d; want the governor's %d (< 100 with 64 MiB live)", got, want)
 	}
-	// Once stopped, it leaves the limit alone.
+	// Once stopped, it leaves GOGC alone.
 	stop()
-	debug.SetMemoryLimit(1 << 40)
+	debug.SetGCPercent(77)
 	runtime.GC()
 	runtime.GC()
 	time.Sleep(10 * time.Millisecond)
-	if got := debug.SetMemoryLimit(-1); got != 1<<40 {
-		t.Fatalf("stopped governor set the limit to %d", got)
+	if got := currentGOGC(); got != 77 {
+		t.Fatalf("stopped governor set GOGC to %d", got)
 	}
 }
