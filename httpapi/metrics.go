@@ -63,5 +63,8 @@ func MetricsHandler(set *metrics.Set) http.Handler {
 			set.WritePrometheus(w)
 		}
 		metrics.WriteProcessMetrics(w)
+		// Open and maximum file descriptors: every connection, a parked
+		// long-poll's too, holds one (max_connections, LimitNOFILE).
+		metrics.WriteFDMetrics(w)
 	})
 }
