@@ -1,5 +1,7 @@
 // Command zrc-rendezvous is the mailbox server: peers behind NAT POST
 // opaque envelopes to /v1/mailbox/{id} and long-poll a GET to receive them.
+// Its first argument may name a client-side subcommand instead (post, get,
+// keygen, loadtest; see subcommands.go).
 package main
 
 import (
@@ -20,7 +22,7 @@ var (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	err := dispatch(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
 	if err == nil {
 		return
 	}
