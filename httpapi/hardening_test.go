@@ -258,3 +258,27 @@ func TestLongPollOutlivesReadTimeouts(t *testing.T) {
 		t.Fatalf("longest long-poll answered after %v; want %v", took, 10*shortTimeout)
 	}
 }
+
+// TestUnroutedBodyCutOff: requests that never reach an endpoint — an
+// unclean path that ServeMux redirects, OPTIONS * — leave their body to
+// net/http's discard too; ReadTimeout bounds it.
+func TestUnroutedBodyCutOff(t *testing.T) {
+	for _, line := range []string{
+		"POST /v1//mailbox/../x HTTP/1.1",
+		"OPTIONS * HTTP/1.1",
+	} {
+		t.Run(line, func(t *testing.T) {
+			s := newTestServer(t, func(c *config) {
+				c.server.ReadHeaderTimeout = shortTimeout / 3
+				c.api.LongPollMax = shortTimeout / 3
+				c.server.WriteSlack = shortTimeout / 3
+			})
+			c := s.dial()
+			start := time.Now()
+			io.WriteString(c, line+"\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab")
+			_, took := readUntilClosed(t, c, start)
+			wantCutOff(t, took)
+			eventually(t, "the connection's slot is free", func() bool { return s.conns.Open() == 0 })
+		})
+	}
+}

@@ -47,6 +47,8 @@ func NewServer(h http.Handler, baseCtx context.Context, opts ServerOptions) *htt
 		}
 		return def
 	}
+	headerTimeout := orDefault(opts.ReadHeaderTimeout, readHeaderTimeout)
+	writeTimeout := opts.LongPollMax + orDefault(opts.WriteSlack, writeSlack)
 	return &http.Server{
 		Addr:    opts.Addr,
 		Handler: h,
@@ -54,17 +56,23 @@ func NewServer(h http.Handler, baseCtx context.Context, opts ServerOptions) *htt
 		// ReadHeaderTimeout after its request began, however steadily it
 		// dribbles: net/http sets one deadline for the whole header block.
 		// It bounds the TLS handshake too.
-		ReadHeaderTimeout: orDefault(opts.ReadHeaderTimeout, readHeaderTimeout),
-		// No ReadTimeout: it would stay armed on the connection while a
-		// long-poll waits, and when it fired net/http's background read
-		// would fail and cancel the waiting request as if its client had
-		// left. POST bodies get their own deadline instead (bodyReadTimeout).
-		//
+		ReadHeaderTimeout: headerTimeout,
 		// WriteTimeout runs from the end of the request headers, so it must
 		// outlast the longest long-poll plus the time to write its answer,
 		// or a GET parked for long_poll_max_ms would be cut off before its
 		// 200 or 204.
-		WriteTimeout:   opts.LongPollMax + orDefault(opts.WriteSlack, writeSlack),
+		WriteTimeout: writeTimeout,
+		// ReadTimeout runs from the start of the request and stays armed
+		// while its handler runs: shorter than a long-poll, it would fail
+		// net/http's background read and cancel the waiting GET as if its
+		// client had left. So it covers a request's whole life — headers,
+		// the longest wait, the answer — and only backstops what nothing
+		// else bounds: net/http discarding an unread body before answering
+		// where no endpoint.finish runs (ServeMux's redirect of an unclean
+		// path, OPTIONS *, the metrics listener). POST bodies get their own,
+		// shorter deadline (Options.BodyReadTimeout), as do bodies an
+		// endpoint leaves unread (limitBodyDrain).
+		ReadTimeout:    headerTimeout + writeTimeout,
 		IdleTimeout:    orDefault(opts.IdleTimeout, idleTimeout),
 		MaxHeaderBytes: maxHeaderBytes,
 		ErrorLog:       opts.ErrorLog,

@@ -23,7 +23,7 @@ func TestNewServer(t *testing.T) {
 	}{
 		{"Addr", srv.Addr, "127.0.0.1:0"},
 		{"ReadHeaderTimeout", srv.ReadHeaderTimeout, 10 * time.Second},
-		{"ReadTimeout (would cut long-polls)", srv.ReadTimeout, time.Duration(0)},
+		{"ReadTimeout (outlasts headers, the longest long-poll and the answer)", srv.ReadTimeout, 85 * time.Second},
 		{"WriteTimeout", srv.WriteTimeout, 75 * time.Second},
 		{"IdleTimeout", srv.IdleTimeout, 120 * time.Second},
 		{"MaxHeaderBytes", srv.MaxHeaderBytes, 16 << 10},
