@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -71,6 +72,9 @@ type ConnLimit struct {
 	rejecting atomic.Int64 // refusals being answered now
 	rejected  *metrics.Counter
 	log       *burstlog.Logger
+	// refusals counts the goroutines answering refusals; Close waits for
+	// them. Each ends within rejectTimeout.
+	refusals sync.WaitGroup
 }
 
 // NewConnLimit returns a cap of o.Max open connections.
@@ -97,8 +101,13 @@ func (l *ConnLimit) Open() int64 { return l.open.Load() }
 // Max is the cap.
 func (l *ConnLimit) Max() int64 { return l.max }
 
-// Close logs the refusals not yet logged.
-func (l *ConnLimit) Close() { l.log.Close() }
+// Close waits for the refusals in progress, which end within
+// rejectTimeout, and logs those not yet logged. Call it once the listener
+// is closed.
+func (l *ConnLimit) Close() {
+	l.refusals.Wait()
+	l.log.Close()
+}
 
 // Listener wraps ln, the raw TCP listener, so that every connection it
 // accepts counts against the cap until it is closed. With TLS, tlsConf is
@@ -143,6 +152,7 @@ func (ll *limitListener) Accept() (net.Conn, error) {
 			continue
 		}
 		l.log.Event("answered 503 overloaded")
+		l.refusals.Add(1)
 		go ll.reject(c)
 	}
 }
@@ -150,6 +160,7 @@ func (ll *limitListener) Accept() (net.Conn, error) {
 // reject answers a connection past the cap and closes it, all within
 // rejectTimeout.
 func (ll *limitListener) reject(c net.Conn) {
+	defer ll.l.refusals.Done()
 	defer ll.l.rejecting.Add(-1)
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(rejectTimeout))

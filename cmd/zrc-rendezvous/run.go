@@ -226,6 +226,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if metricsSrv != nil {
 		metricsSrv.Close()
 	}
+	// The aggregated lines still pending (refusals at the cap, failed
+	// handshakes) come out now, before the totals.
+	conns.Close()
+	netLog.Close()
 	log.Info("stopped http server", zap.Duration("took", time.Since(t0)))
 
 	t0 = time.Now()
