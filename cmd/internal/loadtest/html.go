@@ -132,7 +132,7 @@ func latencyChart(rep *Report) chart {
 			Title: fmt.Sprintf("%s – %s: %d", fmtDuration(time.Duration(from)), fmtDuration(time.Duration(to)), n)})
 	}
 	for _, v := range niceLogTicks(lo, hi) {
-		c.XTicks = append(c.XTicks, tick{X: x(v), Y: padT + plotH, Label: fmtDuration(time.Duration(v))})
+		c.XTicks = append(c.XTicks, tick{X: x(v), Y: padT + plotH, Label: tickDuration(time.Duration(v))})
 	}
 	for _, v := range niceTicks(float64(top)) {
 		c.YTicks = append(c.YTicks, tick{X: padL, Y: padT + plotH - v/float64(top)*plotH, Label: fmtCount(v)})
@@ -227,6 +227,16 @@ func niceLogTicks(lo, hi float64) []float64 {
 		}
 	}
 	return out
+}
+
+// tickDuration is fmtDuration without trailing zeros: 1ms, not 1.00ms.
+func tickDuration(d time.Duration) string {
+	s := fmtDuration(d)
+	num := strings.TrimRight(s, "µms")
+	if strings.Contains(num, ".") {
+		num = strings.TrimRight(strings.TrimRight(num, "0"), ".")
+	}
+	return num + s[len(strings.TrimRight(s, "µms")):]
 }
 
 func fmtCount(v float64) string {
@@ -376,5 +386,5 @@ func writeChart(b *strings.Builder, c chart) {
 	f(`<line class="axis" x1="%d" x2="%d" y1="%d" y2="%d"/>`+"\n", c.Left, c.Right, c.Bottom, c.Bottom)
 	f(`<line class="axis" x1="%d" x2="%d" y1="%d" y2="%d"/>`+"\n", c.Left, c.Left, c.Top, c.Bottom)
 	f(`<text x="%d" y="%d" dy="-0.3em" text-anchor="middle">%s</text>`+"\n", (c.Left+c.Right)/2, c.H, esc(c.XLabel))
-	f(`<text x="12" y="%d" dy="0.8em">%s</text>`+"\n</svg>\n", c.Top, esc(c.YLabel))
+	f(`<text x="8" y="%d">%s</text>`+"\n</svg>\n", c.Top-12, esc(c.YLabel))
 }

@@ -254,9 +254,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	// Drain: give the pollers every accepted message, or as much of the
 	// drain time as it takes.
 	drained := r.drain(ctx, before)
+	r.enter(phaseDone) // before closing thousands of connections, which takes a while
 	stopPolls()
 	polling.Wait()
-	r.enter(phaseDone)
 	stopProgress()
 	after := readMetrics(context.WithoutCancel(ctx), r.scrapeHC, cfg.MetricsURL)
 

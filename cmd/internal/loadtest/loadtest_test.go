@@ -433,3 +433,14 @@ broken_line{
 		}
 	}
 }
+
+func TestTickDuration(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		time.Millisecond: "1ms", 2500 * time.Microsecond: "2.5ms", 50 * time.Millisecond: "50ms",
+		500 * time.Microsecond: "500µs", 200 * time.Millisecond: "200ms",
+	} {
+		if got := tickDuration(d); got != want {
+			t.Errorf("tickDuration(%v) = %q; want %q", d, got, want)
+		}
+	}
+}

@@ -207,6 +207,9 @@ func (rep *Report) fill(r *run, mStart, mEnd serverSample, peakRSS int64, before
 		s.RSSBytes = ptr(mEnd.rss)
 	}
 	if peakRSS >= 0 {
+		if mEnd.rssOK && mEnd.source == "proc" {
+			peakRSS = max(peakRSS, mEnd.rss) // read after the last sample
+		}
 		s.RSSPeakBytes = ptr(peakRSS)
 	}
 	gauge := func(sc scrape, name string) *int64 {
@@ -281,9 +284,10 @@ func (rep *Report) WriteText(w io.Writer) error {
 
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	t := rep.Throughput
-	fmt.Fprintf(tw, "throughput (measured window)\tsent\taccepted\tdelivered\t\n")
-	fmt.Fprintf(tw, "per second\t%.1f\t%.1f\t%.1f\t\n", t.SentPerSec, t.AcceptedPerSec, t.DeliveredPerSec)
-	fmt.Fprintf(tw, "messages\t%d\t%d\t%d\t\n", t.Sent, t.Accepted, t.Delivered)
+	// Equal-width labels stay left-aligned in a right-aligned table.
+	fmt.Fprintf(tw, "%-28s\tsent\taccepted\tdelivered\t\n", "throughput (measured window)")
+	fmt.Fprintf(tw, "%-28s\t%.1f\t%.1f\t%.1f\t\n", "  per second", t.SentPerSec, t.AcceptedPerSec, t.DeliveredPerSec)
+	fmt.Fprintf(tw, "%-28s\t%d\t%d\t%d\t\n", "  messages", t.Sent, t.Accepted, t.Delivered)
 	tw.Flush()
 	l := rep.Latency
 	fmt.Fprintf(&b, "\nlatency, post → delivered (%d messages sent in the window)\n", l.Count)
