@@ -9,7 +9,7 @@ import (
 // BenchmarkPostReceive is the engine's post→get path on one mailbox: two
 // round trips through the actor's inbox.
 func BenchmarkPostReceive(b *testing.B) {
-	mb := Start(ID{9}, Options{MaxQueueLength: 100, TTL: time.Minute, Now: time.Now, Stats: &Stats{}})
+	mb := Start(ID{9}, Options{MaxQueueLength: 100, TTL: time.Minute, Now: time.Now, Stats: &Stats{}, Recycler: &Recycler{}})
 	defer mb.Stop()
 	body := make([]byte, 1024)
 	ctx := context.Background()
@@ -18,15 +18,20 @@ func BenchmarkPostReceive(b *testing.B) {
 		if _, err := mb.Post(ctx, body); err != nil {
 			b.Fatal(err)
 		}
-		if d, err := mb.Receive(ctx, 0); err != nil || !d.OK {
+		w, err := mb.Park(ctx, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := w.Await(); err != nil || !w.Delivery().OK {
 			b.Fatal("no delivery")
 		}
+		w.Release()
 	}
 }
 
 // BenchmarkHandoff is a parked long-poll taking a post.
 func BenchmarkHandoff(b *testing.B) {
-	mb := Start(ID{9}, Options{MaxQueueLength: 100, TTL: time.Minute, Now: time.Now, Stats: &Stats{}})
+	mb := Start(ID{9}, Options{MaxQueueLength: 100, TTL: time.Minute, Now: time.Now, Stats: &Stats{}, Recycler: &Recycler{}})
 	defer mb.Stop()
 	body := make([]byte, 1024)
 	ctx := context.Background()
@@ -42,5 +47,6 @@ func BenchmarkHandoff(b *testing.B) {
 		if err := w.Await(); err != nil || !w.Delivery().OK {
 			b.Fatal("no delivery")
 		}
+		w.Release()
 	}
 }

@@ -5,6 +5,7 @@ package actor
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -29,6 +30,9 @@ type Options struct {
 	// Restore holds messages carried over from a state file, oldest first;
 	// their sequences must be below FirstSeq.
 	Restore []Message
+	// Recycler, shared by the mailboxes of one owner, reuses hot-path
+	// commands; nil allocates afresh.
+	Recycler *Recycler
 	// OnStop runs on the actor's goroutine just before Done closes; the
 	// supervisor unregisters the mailbox there, so that nobody finds a
 	// stopped actor once Done is closed.
@@ -126,12 +130,50 @@ func (m *Mailbox) send(ctx context.Context, cmd command) error {
 
 // Post queues body, or hands it straight to the oldest live waiter.
 func (m *Mailbox) Post(ctx context.Context, body []byte) (PostReply, error) {
-	cmd := &postCmd{body: body, reply: make(chan postResult, 1)}
-	if err := m.send(ctx, cmd); err != nil {
-		return PostReply{}, err
+	cmd := m.opts.Recycler.postCmd()
+	cmd.body = body
+	err := m.send(ctx, cmd)
+	var res postResult
+	if err == nil {
+		res = <-cmd.reply
+	} else {
+		res.err = err
 	}
-	res := <-cmd.reply
+	// The actor is done with cmd once it has answered, or if it never took it.
+	cmd.body = nil
+	if m.opts.Recycler != nil {
+		m.opts.Recycler.postCmds.Put(cmd)
+	}
 	return res.r, res.err
+}
+
+// Recycler keeps the commands of the two hot paths, with their reply
+// channels and timers, for reuse across the mailboxes that share it: each
+// post→get pair used to allocate six objects here, a measurable share of
+// the garbage that sets the collector's pace under load
+// (docs/performance.md). A supervisor owns one; a nil Recycler allocates
+// afresh. (Per owner rather than global: channels made inside a
+// testing/synctest bubble must not leak into another.)
+type Recycler struct {
+	postCmds, waiters sync.Pool
+}
+
+func (r *Recycler) postCmd() *postCmd {
+	if r != nil {
+		if c, ok := r.postCmds.Get().(*postCmd); ok {
+			return c
+		}
+	}
+	return &postCmd{reply: make(chan postResult, 1)}
+}
+
+func (r *Recycler) waiter() *Waiter {
+	if r != nil {
+		if w, ok := r.waiters.Get().(*Waiter); ok {
+			return w
+		}
+	}
+	return &Waiter{reply: make(chan Delivery, 1)}
 }
 
 // Receive takes the oldest unexpired message. With wait > 0 and the queue
@@ -151,12 +193,22 @@ func (m *Mailbox) Receive(ctx context.Context, wait time.Duration) (Delivery, er
 // through the returned Waiter's Await, which the caller must call. The
 // only error is the send's: ErrStopped or ctx's cause.
 func (m *Mailbox) Park(ctx context.Context, wait time.Duration) (*Waiter, error) {
-	w := &Waiter{ctx: ctx, reply: make(chan Delivery, 1), mb: m}
-	if err := m.send(ctx, &getCmd{w: w, wait: wait > 0}); err != nil {
+	w := m.opts.Recycler.waiter()
+	w.ctx, w.mb = ctx, m
+	w.state.Store(waiting)
+	w.cmd = getCmd{w: w, wait: wait > 0}
+	if err := m.send(ctx, &w.cmd); err != nil {
+		w.state.Store(served) // the actor never saw it: reusable
+		w.Release()
 		return nil, err
 	}
 	if wait > 0 {
-		w.timer = time.NewTimer(wait)
+		if w.timer == nil {
+			w.timer = time.NewTimer(wait)
+		} else {
+			w.timer.Reset(wait)
+		}
+		w.timing = true
 		m.opts.Stats.Waiting.Add(1)
 	}
 	return w, nil
@@ -171,7 +223,7 @@ func (m *Mailbox) Park(ctx context.Context, wait time.Duration) (*Waiter, error)
 // the Waiter) because a parked long-poll's whole stack sits above it.
 func (w *Waiter) Await() error {
 	var expired <-chan time.Time
-	if w.timer != nil {
+	if w.timing {
 		expired = w.timer.C
 	}
 	var err error
@@ -199,14 +251,29 @@ func (w *Waiter) Await() error {
 
 // finish releases what a waiting receive held.
 func (w *Waiter) finish() {
-	if w.timer != nil {
+	if w.timing {
 		w.timer.Stop()
+		w.timing = false
 		w.mb.opts.Stats.Waiting.Add(-1)
 	}
 }
 
 // Delivery is the answer Await collected.
 func (w *Waiter) Delivery() Delivery { return w.got }
+
+// Release gives the Waiter back for reuse once its caller has read the
+// Delivery; the Waiter must not be used afterwards. Only a waiter the actor
+// served is reused: the actor is done with it once its answer was taken. A
+// waiter its caller cancelled may still sit in the actor's list until the
+// next prune, so it is left to the garbage collector.
+func (w *Waiter) Release() {
+	if w.state.Load() != served || w.mb.opts.Recycler == nil {
+		return
+	}
+	r := w.mb.opts.Recycler
+	w.ctx, w.mb, w.got, w.cmd = nil, nil, Delivery{}, getCmd{}
+	r.waiters.Put(w)
+}
 
 // Requeue puts a message whose delivery failed back at the head of the queue
 // (Z2), or hands it to a live waiter.

@@ -410,3 +410,37 @@ func TestQueueWrapAndGrow(t *testing.T) {
 		t.Fatalf("pushFront not at head")
 	}
 }
+
+// A waiter whose caller gave up may still sit in the actor's list, so the
+// Recycler never hands it out again; a served one is reused safely.
+func TestRecyclerNeverReusesCancelledWaiter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb := Start(ID{6}, Options{MaxQueueLength: 10, TTL: testTTL, Now: time.Now, Stats: &Stats{}, Recycler: &Recycler{}})
+		defer mb.Stop()
+		ctx, cancel := context.WithCancel(context.Background())
+		w, err := mb.Park(ctx, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		cancel()
+		if err := w.Await(); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Await: %v; want context.Canceled", err)
+		}
+		w.Release()
+		for i := range 100 {
+			mustPost(t, mb, "x")
+			next, err := mb.Park(context.Background(), time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if next == w {
+				t.Fatalf("round %d: the cancelled waiter was handed out again", i)
+			}
+			if err := next.Await(); err != nil || string(next.Delivery().Message.Body) != "x" {
+				t.Fatalf("round %d: got %+v, %v", i, next.Delivery(), err)
+			}
+			next.Release()
+		}
+	})
+}

@@ -112,8 +112,11 @@ type Waiter struct {
 	state atomic.Int32
 	reply chan Delivery // buffer 1
 	mb    *Mailbox
-	timer *time.Timer // nil for a receive that does not wait
-	got   Delivery    // set by Await
+	cmd   getCmd      // the command that carries it, allocated with it
+	timer *time.Timer // kept across reuses
+	// timing is set while timer runs for a receive that waits.
+	timing bool
+	got    Delivery // set by Await
 }
 
 // gone reports whether the waiter can no longer take a message: its caller

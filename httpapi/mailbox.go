@@ -211,6 +211,7 @@ func (a *api) answerReceive(w http.ResponseWriter, r *http.Request, rc *pendingG
 	var d actor.Delivery
 	if rc != nil {
 		d = rc.wt.Delivery()
+		rc.wt.Release()
 		rc.hold.Release()
 		*rc = pendingGet{}
 		a.receives.Put(rc)

@@ -61,8 +61,9 @@ type Supervisor struct {
 	reserved atomic.Int64 // body bytes of posts in flight (R3.5)
 	closing  atomic.Bool
 
-	reaper *reaper
-	closed sync.Once
+	reaper   *reaper
+	closed   sync.Once
+	recycler actor.Recycler // shared by all of this supervisor's actors
 
 	// Set once by registerMetrics before the reaper's first sweep; nil
 	// without metrics.
@@ -146,7 +147,9 @@ func (s *Supervisor) Receive(ctx context.Context, id actor.ID, wait time.Duratio
 	if errors.Is(err, actor.ErrStopped) {
 		err = ErrClosed // only Close stops an actor with a live waiter
 	}
-	return w.Delivery(), err
+	d := w.Delivery()
+	w.Release()
+	return d, err
 }
 
 // StartReceive parks a receive on id's actor and returns its Waiter, whose
@@ -261,6 +264,7 @@ func (s *Supervisor) start(id actor.ID, restore []actor.Message) *actor.Mailbox 
 		TTL:            s.opts.TTL,
 		Now:            s.opts.Now,
 		Stats:          &s.stats,
+		Recycler:       &s.recycler,
 		FirstSeq:       first,
 		Restore:        restore,
 		OnStop: func(mb *actor.Mailbox) {
