@@ -213,8 +213,9 @@ func TestProcessStartsFast(t *testing.T) {
 		t.Fatalf("/health: %d", resp.StatusCode)
 	}
 	t.Logf("exec to first 200 on /health: %v (ready line after %v)", took, s.ready)
-	if took > time.Second {
-		t.Fatalf("first 200 after %v; want under 1s (R10.7)", took)
+	// R10.7 asks for 1 s; issue 5's budget is 100 ms (measured: 7-13 ms).
+	if took > 100*time.Millisecond {
+		t.Fatalf("first 200 after %v; want under 100 ms", took)
 	}
 }
 

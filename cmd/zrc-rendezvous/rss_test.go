@@ -335,3 +335,116 @@ func TestProcessParkedStackFootprint(t *testing.T) {
 	cancel()
 	wg.Wait()
 }
+
+// parkPolls opens n long-polls, one per mailbox, and returns once they are
+// parked (by the server's count, or after a pause for the baseline) and a
+// cancel func that ends them.
+func parkPolls(t *testing.T, s *server, n int) (cancel func()) {
+	t.Helper()
+	tr := &http.Transport{MaxIdleConnsPerHost: n + 16}
+	client := &http.Client{Transport: tr}
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s/v1/mailbox/%064x?wait_ms=60000", s.url, i+1), nil)
+			if resp, err := client.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+		if i%250 == 249 {
+			time.Sleep(20 * time.Millisecond) // spare the accept queue
+		}
+	}
+	if s.baseline {
+		time.Sleep(time.Second + time.Duration(n)*50*time.Microsecond)
+	} else {
+		waitFor(t, func() bool {
+			return strings.Contains(metricsText(t, s), fmt.Sprintf("zrc_rendezvous_waiting_long_polls %d\n", n))
+		})
+	}
+	time.Sleep(500 * time.Millisecond)
+	return func() { stop(); wg.Wait(); tr.CloseIdleConnections() }
+}
+
+// TestMeasureFootprints is the measurement behind docs/performance.md's
+// per-long-poll and per-message figures (not a pass/fail test): resident
+// memory per parked long-poll (one per mailbox) at 1,000 and 10,000, and
+// per queued 1 KiB message, for cmd/zrc-baseline and this server with its
+// defaults, alternating, medians of the rounds. Run it with
+//
+//	ZRC_MEASURE=1 go test -run TestMeasureFootprints -v ./cmd/zrc-rendezvous/
+func TestMeasureFootprints(t *testing.T) {
+	if os.Getenv("ZRC_MEASURE") == "" {
+		t.Skip("set ZRC_MEASURE=1")
+	}
+	const rounds = 3
+	start := func(baseline bool) *server {
+		if baseline {
+			return startBaseline(t, nil)
+		}
+		return startServer(t, []string{"GOGC=", "GOMEMLIMIT="}, "--max-connections", "30000", "--max-mailboxes", "30000")
+	}
+	rss := func(s *server) float64 {
+		r, err := residentBytes(s.cmd.Process.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return float64(r)
+	}
+	median := func(v []float64) float64 { sort.Float64s(v); return v[len(v)/2] }
+	for _, n := range []int{1000, 10000} {
+		per := map[bool][]float64{}
+		for range rounds {
+			for _, baseline := range []bool{true, false} {
+				s := start(baseline)
+				before := rss(s)
+				cancel := parkPolls(t, s, n)
+				per[baseline] = append(per[baseline], (rss(s)-before)/float64(n))
+				cancel()
+				s.cmd.Process.Kill()
+				s.cmd.Wait()
+			}
+		}
+		b, z := median(per[true]), median(per[false])
+		t.Logf("parked long-polls, %d: baseline %.1f KiB, zrc-rendezvous %.1f KiB each: ratio %.2f", n, b/1024, z/1024, z/b)
+	}
+	// Queued messages: 10,000 of 1 KiB over 1,000 mailboxes, nobody reading.
+	const queued, size = 10000, 1024
+	per := map[bool][]float64{}
+	body := strings.Repeat("q", size)
+	for range rounds {
+		for _, baseline := range []bool{true, false} {
+			s := start(baseline)
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+			before := rss(s)
+			var wg sync.WaitGroup
+			for p := range 8 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := p; i < queued; i += 8 {
+						resp, err := client.Post(fmt.Sprintf("%s/v1/mailbox/%064x", s.url, i%1000+1), "", strings.NewReader(body))
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						resp.Body.Close()
+						if resp.StatusCode != http.StatusAccepted {
+							t.Errorf("post: %d", resp.StatusCode)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			time.Sleep(time.Second)
+			per[baseline] = append(per[baseline], (rss(s)-before)/queued)
+			s.cmd.Process.Kill()
+			s.cmd.Wait()
+		}
+	}
+	b, z := median(per[true]), median(per[false])
+	t.Logf("queued 1 KiB messages, %d: baseline %.2f KiB, zrc-rendezvous %.2f KiB each: ratio %.2f", queued, b/1024, z/1024, z/b)
+}
