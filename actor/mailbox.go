@@ -118,6 +118,14 @@ func (m *Mailbox) run() {
 // The inbox is unbuffered, so a command is never stranded in a stopped
 // actor: either run took it (and will answer it) or the caller sees done.
 func (m *Mailbox) send(ctx context.Context, cmd command) error {
+	// An idle actor is already waiting on its inbox: hand the command over
+	// without asking ctx for its Done channel, which a request's context
+	// allocates on first use.
+	select {
+	case m.inbox <- cmd:
+		return nil
+	default:
+	}
 	select {
 	case m.inbox <- cmd:
 		return nil
