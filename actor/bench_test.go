@@ -8,9 +8,15 @@ import (
 
 // BenchmarkPostReceive is the engine's post→get path on one mailbox: two
 // round trips through the actor's inbox.
-func BenchmarkPostReceive(b *testing.B) {
+// benchMailbox starts a mailbox with a Recycler, as the supervisor's are.
+func benchMailbox(b *testing.B) *Mailbox {
 	mb := Start(ID{9}, Options{MaxQueueLength: 100, TTL: time.Minute, Now: time.Now, Stats: &Stats{}, Recycler: &Recycler{}})
-	defer mb.Stop()
+	b.Cleanup(func() { mb.Stop() })
+	return mb
+}
+
+func BenchmarkPostReceive(b *testing.B) {
+	mb := benchMailbox(b)
 	body := make([]byte, 1024)
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -31,8 +37,7 @@ func BenchmarkPostReceive(b *testing.B) {
 
 // BenchmarkHandoff is a parked long-poll taking a post.
 func BenchmarkHandoff(b *testing.B) {
-	mb := Start(ID{9}, Options{MaxQueueLength: 100, TTL: time.Minute, Now: time.Now, Stats: &Stats{}, Recycler: &Recycler{}})
-	defer mb.Stop()
+	mb := benchMailbox(b)
 	body := make([]byte, 1024)
 	ctx := context.Background()
 	b.ReportAllocs()
