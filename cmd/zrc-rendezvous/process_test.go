@@ -237,6 +237,16 @@ func TestProcessStateFileSurvivesRestart(t *testing.T) {
 	if !strings.Contains(s.log(), `"msg":"wrote state file"`) {
 		t.Fatalf("no state file written:\n%s", s.log())
 	}
+	// A start that fails after reading the file (here: a token file that
+	// is not there) must leave it for the next start.
+	failed := exec.Command(binary, "--listen-addr", "127.0.0.1", "--listen-port", "0", "--state-file", path,
+		"--auth-mode", "per_mailbox", "--mailbox-tokens-file", filepath.Join(t.TempDir(), "missing.toml"))
+	if out, err := failed.CombinedOutput(); err == nil {
+		t.Fatalf("start with a missing token file succeeded:\n%s", out)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("a failed start consumed the state file: %v", err)
+	}
 	s = startServer(t, nil, "--state-file", path)
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Fatalf("state file still there after start: %v", err)

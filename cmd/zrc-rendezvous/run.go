@@ -174,6 +174,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	step("http server", t0)
 	log.Info("ready", zap.String("addr", ln.Addr().String()), zap.Bool("tls", tlsOn),
 		zap.Duration("startup", time.Since(started)))
+	// The restored messages are in the actors now and the server is up:
+	// only now is the state file consumed, so that a start that fails
+	// above (a bad token file, a port in use) leaves it for the next one.
+	// A crash from here on can only lose what the file no longer holds.
+	if restore != nil {
+		if err := os.Remove(cfg.StateFile); err != nil {
+			log.Warn("could not remove the state file; its messages may be delivered again after the next restart",
+				zap.String("state_file", cfg.StateFile), zap.Error(err))
+		}
+	}
 
 	rl := &reloader{res: res, running: cfg, getenv: getenv, log: log.Named("reload"), hooks: []reloadHook{
 		func(next conf.Config) (func(), error) {
@@ -256,20 +266,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return nil
 }
 
-// readState loads and removes the state file, so that a later crash cannot
-// deliver the same messages twice.
+// readState loads the state file; run removes it once the server is ready.
 func readState(path string, n *int) (map[actor.ID][]actor.Message, error) {
 	if path == "" {
 		return nil, nil
 	}
 	msgs, err := statefile.Read(path)
 	if err != nil {
-		return nil, fmt.Errorf("state_file %s: %w", path, err)
-	}
-	if msgs == nil {
-		return nil, nil
-	}
-	if err := os.Remove(path); err != nil {
 		return nil, fmt.Errorf("state_file %s: %w", path, err)
 	}
 	for _, l := range msgs {
