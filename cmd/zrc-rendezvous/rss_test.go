@@ -226,7 +226,7 @@ func TestMeasureMemoryPolicies(t *testing.T) {
 			if c.baseline {
 				s = startBaseline(t, append(c.env, "GODEBUG=gctrace=1"))
 			} else {
-				s = startServer(t, append(c.env, "GODEBUG=gctrace=1"))
+				s = startServer(t, append(c.env, "GODEBUG=gctrace=1"), "--max-connections", "30000", "--max-mailboxes", "30000")
 			}
 			f := steadyLoad(t, s, polls, rate, size, d)
 			s.cmd.Process.Kill()
