@@ -1,7 +1,8 @@
-// Package client is the client side of zrc-rendezvous' wire protocol. For
-// now it holds what a client needs to prove it owns a mailbox under
-// auth_mode = "signature" (SPEC Z4); docs/auth.md describes the scheme
-// and docs/signature-test-vectors.json gives vectors for other languages.
+// Package client is the client side of zrc-rendezvous' wire protocol: a Go
+// client for post, long-poll get and health (client.go, retry.go), and
+// what a client needs to prove it owns a mailbox under auth_mode =
+// "signature" (SPEC Z4, this file); docs/auth.md describes the scheme and
+// docs/signature-test-vectors.json gives vectors for other languages.
 package client
 
 import (
