@@ -184,19 +184,6 @@ func (r *Recycler) waiter() *Waiter {
 	return &Waiter{reply: make(chan Delivery, 1)}
 }
 
-// Receive takes the oldest unexpired message. With wait > 0 and the queue
-// empty it long-polls: it returns a message as soon as one is handed over,
-// or OK=false when wait passes (R2.4, R2.5). It returns ctx's cause when the
-// caller's context ends and ErrStopped when the actor stops meanwhile.
-func (m *Mailbox) Receive(ctx context.Context, wait time.Duration) (Delivery, error) {
-	w, err := m.Park(ctx, wait)
-	if err != nil {
-		return Delivery{}, err
-	}
-	err = w.Await()
-	return w.Delivery(), err
-}
-
 // Park asks for the oldest message and returns at once; the answer comes
 // through the returned Waiter's Await, which the caller must call. The
 // only error is the send's: ErrStopped or ctx's cause.

@@ -136,22 +136,6 @@ func (s *Supervisor) Post(ctx context.Context, id actor.ID, body []byte) (actor.
 	return actor.PostReply{}, ErrOverloaded
 }
 
-// Receive takes the oldest message of id, long-polling up to wait. A GET
-// that would not wait never creates a mailbox.
-func (s *Supervisor) Receive(ctx context.Context, id actor.ID, wait time.Duration) (actor.Delivery, error) {
-	w, err := s.StartReceive(ctx, id, wait)
-	if err != nil || w == nil {
-		return actor.Delivery{}, err
-	}
-	err = w.Await()
-	if errors.Is(err, actor.ErrStopped) {
-		err = ErrClosed // only Close stops an actor with a live waiter
-	}
-	d := w.Delivery()
-	w.Release()
-	return d, err
-}
-
 // StartReceive parks a receive on id's actor and returns its Waiter, whose
 // Await the caller must call; a nil Waiter with a nil error means the
 // mailbox does not exist and the caller would not wait: nothing to get.
@@ -311,7 +295,7 @@ func (s *Supervisor) tryReserve(size int64) bool {
 
 // Close stops the reaper and every actor, and returns the messages still
 // queued, oldest first per mailbox, for the state file. Parked long-polls
-// get ErrClosed. Close waits until every actor goroutine has ended.
+// see actor.ErrStopped from Await. Close waits until every actor goroutine has ended.
 func (s *Supervisor) Close() map[actor.ID][]actor.Message {
 	left := make(map[actor.ID][]actor.Message)
 	s.closed.Do(func() {
