@@ -172,18 +172,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Info("serving metrics", zap.String("addr", mln.Addr().String()))
 	}
 	step("http server", t0)
-	log.Info("ready", zap.String("addr", ln.Addr().String()), zap.Bool("tls", tlsOn),
-		zap.Duration("startup", time.Since(started)))
-	// The restored messages are in the actors now and the server is up:
-	// only now is the state file consumed, so that a start that fails
-	// above (a bad token file, a port in use) leaves it for the next one.
-	// A crash from here on can only lose what the file no longer holds.
+	// The restored messages are in the actors and the server is listening:
+	// only now is the state file consumed, so that a start that fails above
+	// (a bad token file, a port in use) leaves it for the next one. It goes
+	// before the ready line, on which whatever watches the process may act.
 	if restore != nil {
 		if err := os.Remove(cfg.StateFile); err != nil {
 			log.Warn("could not remove the state file; its messages may be delivered again after the next restart",
 				zap.String("state_file", cfg.StateFile), zap.Error(err))
 		}
 	}
+	log.Info("ready", zap.String("addr", ln.Addr().String()), zap.Bool("tls", tlsOn),
+		zap.Duration("startup", time.Since(started)))
 
 	rl := &reloader{res: res, running: cfg, getenv: getenv, log: log.Named("reload"), hooks: []reloadHook{
 		func(next conf.Config) (func(), error) {
