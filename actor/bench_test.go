@@ -10,7 +10,7 @@ import (
 // round trips through the actor's inbox.
 // benchMailbox starts a mailbox with a Recycler, as the supervisor's are.
 func benchMailbox(b *testing.B) *Mailbox {
-	mb := Start(ID{9}, Options{MaxQueueLength: 100, TTL: time.Minute, Now: time.Now, Stats: &Stats{}, Recycler: &Recycler{}})
+	mb := Start(ID{9}, &Options{MaxQueueLength: 100, TTL: time.Minute, Now: time.Now, Stats: &Stats{}, Recycler: &Recycler{}}, 0, nil)
 	b.Cleanup(func() { mb.Stop() })
 	return mb
 }
@@ -21,7 +21,7 @@ func BenchmarkPostReceive(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := mb.Post(ctx, body); err != nil {
+		if _, err := mb.Post(body); err != nil {
 			b.Fatal(err)
 		}
 		w, err := mb.Park(ctx, 0)
@@ -46,7 +46,7 @@ func BenchmarkHandoff(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := mb.Post(ctx, body); err != nil {
+		if _, err := mb.Post(body); err != nil {
 			b.Fatal(err)
 		}
 		if err := w.Await(); err != nil || !w.Delivery().OK {

@@ -1,6 +1,18 @@
 // Package actor implements the mailbox actor: one goroutine per mailbox that
 // alone owns its queue and its parked long-poll waiters, and serves post /
 // get / requeue / sweep / evict / stop commands arriving on its inbox.
+//
+// The goroutine runs while commands are in flight and hibernates in
+// between: when its inbox has no sender left it returns, and the next
+// sender starts it again. The actor's state stays in its Mailbox, and at
+// most one goroutine serves a mailbox at any time, so the state is still
+// owned by exactly one goroutine at a time. A parked long-poll needs no
+// goroutine on the actor's side (its Waiter sits in the actor's list and
+// its caller enforces the deadline), so an idle mailbox or one with a
+// waiting long-poll costs its struct, not a 2 KiB stack and a goroutine
+// descriptor: that is what brings a waiting long-poll within 15 % of the
+// bare net/http baseline's memory (docs/architecture.md,
+// docs/performance.md).
 package actor
 
 import (
@@ -19,17 +31,13 @@ type Stats struct {
 	Waiting                     atomic.Int64 // long-polls parked now
 }
 
-// Options configure one mailbox actor.
+// Options configure mailbox actors; the mailboxes of one owner share one
+// (a pointer in each, not a copy: it is the bulk of an idle mailbox).
 type Options struct {
 	MaxQueueLength int
 	TTL            time.Duration
 	Now            func() time.Time
 	Stats          *Stats
-	// FirstSeq is the sequence of the first message posted here (R1.7).
-	FirstSeq uint64
-	// Restore holds messages carried over from a state file, oldest first;
-	// their sequences must be below FirstSeq.
-	Restore []Message
 	// Recycler, shared by the mailboxes of one owner, reuses hot-path
 	// commands; nil allocates afresh.
 	Recycler *Recycler
@@ -43,9 +51,15 @@ type Options struct {
 // any goroutine; each turns into a command on the inbox.
 type Mailbox struct {
 	id    ID
-	opts  Options
+	opts  *Options
 	inbox chan command  // unbuffered: a command is either taken by run or refused through done
-	done  chan struct{} // closed by run when it returns
+	done  chan struct{} // closed by run when the actor stops
+
+	// pending counts the senders committed to the inbox and not yet served;
+	// running is set while a goroutine serves the actor (and for ever once
+	// it stopped, so that nobody starts another). See send and run.
+	pending atomic.Int32
+	running atomic.Bool
 
 	// Published by run after every command, read lock-free by the reaper
 	// and the supervisor to pick eviction and reclaim candidates.
@@ -62,24 +76,24 @@ type Mailbox struct {
 	stopping bool
 }
 
-// Start spawns the actor's goroutine.
-func Start(id ID, opts Options) *Mailbox {
-	m := &Mailbox{
-		id:      id,
-		opts:    opts,
-		inbox:   make(chan command),
-		done:    make(chan struct{}),
-		nextSeq: opts.FirstSeq,
-		pruneAt: 8,
-	}
-	now := opts.Now()
-	m.lastActive.Store(now.UnixNano())
-	for _, msg := range opts.Restore {
+// Start makes the actor; its goroutine starts with the first command.
+// firstSeq is the sequence of the first message posted here (R1.7);
+// restore holds messages carried over from a state file, oldest first,
+// with sequences below firstSeq. It runs on a GET's goroutine when the GET
+// creates the mailbox, the deepest point of that stack, so its frame is
+// kept small: fields are set one by one rather than from a literal.
+func Start(id ID, opts *Options, firstSeq uint64, restore []Message) *Mailbox {
+	m := new(Mailbox)
+	m.id, m.opts = id, opts
+	m.inbox = make(chan command)
+	m.done = make(chan struct{})
+	m.nextSeq, m.pruneAt = firstSeq, 8
+	m.lastActive.Store(opts.Now().UnixNano())
+	for _, msg := range restore {
 		m.q.pushBack(msg)
 		m.enqueued(msg)
 	}
 	m.publish()
-	go m.run()
 	return m
 }
 
@@ -102,45 +116,62 @@ func (m *Mailbox) Waiters() int { return int(m.waiters.Load()) }
 // LastActive is the time of the last post, get or requeue, in UnixNano.
 func (m *Mailbox) LastActive() int64 { return m.lastActive.Load() }
 
-func (m *Mailbox) run() {
-	for !m.stopping {
-		cmd := <-m.inbox
+// run serves cmd, then the inbox while senders are pending, then
+// hibernates. A sender counts itself in pending before it starts the
+// goroutine or sends, so the goroutine never waits on an inbox that nobody
+// will send to, and a sender never sends to an inbox that nobody will read:
+// the goroutine clears running, then looks at pending once more and takes
+// running back if a sender came in between (if that sender already took
+// running, it has started the next goroutine and this one returns). Go's
+// atomics are sequentially consistent, which is what this handshake needs;
+// they also order one goroutine's writes to the actor's state before the
+// next one's reads.
+func (m *Mailbox) run(cmd command) {
+	for {
+		m.pending.Add(-1)
 		cmd.handle(m)
 		m.publish()
+		if m.stopping {
+			break
+		}
+		if m.pending.Load() == 0 {
+			m.running.Store(false)
+			if m.pending.Load() == 0 || !m.running.CompareAndSwap(false, true) {
+				return
+			}
+		}
+		cmd = <-m.inbox
 	}
 	if m.opts.OnStop != nil {
 		m.opts.OnStop(m)
 	}
-	close(m.done)
+	close(m.done) // running stays set: a stopped actor is never started again
 }
 
-// send hands cmd to the actor, unless ctx ends or the actor has stopped.
-// The inbox is unbuffered, so a command is never stranded in a stopped
-// actor: either run took it (and will answer it) or the caller sees done.
-func (m *Mailbox) send(ctx context.Context, cmd command) error {
-	// An idle actor is already waiting on its inbox: hand the command over
-	// without asking ctx for its Done channel, which a request's context
-	// allocates on first use.
-	select {
-	case m.inbox <- cmd:
+// send hands cmd to the actor: to a new goroutine if the actor hibernates
+// (so the sender never waits for it to be scheduled), else through the
+// inbox; it returns ErrStopped once the actor has stopped. It needs no
+// context: a running actor serves every pending sender after a few
+// commands' work, and each command's work is bounded.
+func (m *Mailbox) send(cmd command) error {
+	m.pending.Add(1)
+	if m.running.CompareAndSwap(false, true) {
+		go m.run(cmd)
 		return nil
-	default:
 	}
 	select {
 	case m.inbox <- cmd:
 		return nil
 	case <-m.done:
 		return ErrStopped
-	case <-ctx.Done():
-		return context.Cause(ctx)
 	}
 }
 
 // Post queues body, or hands it straight to the oldest live waiter.
-func (m *Mailbox) Post(ctx context.Context, body []byte) (PostReply, error) {
+func (m *Mailbox) Post(body []byte) (PostReply, error) {
 	cmd := m.opts.Recycler.postCmd()
 	cmd.body = body
-	err := m.send(ctx, cmd)
+	err := m.send(cmd)
 	var res postResult
 	if err == nil {
 		res = <-cmd.reply
@@ -186,13 +217,13 @@ func (r *Recycler) waiter() *Waiter {
 
 // Park asks for the oldest message and returns at once; the answer comes
 // through the returned Waiter's Await, which the caller must call. The
-// only error is the send's: ErrStopped or ctx's cause.
+// only error is ErrStopped; ctx is the caller's, which Await watches.
 func (m *Mailbox) Park(ctx context.Context, wait time.Duration) (*Waiter, error) {
 	w := m.opts.Recycler.waiter()
 	w.ctx, w.mb = ctx, m
 	w.state.Store(waiting)
 	w.cmd = getCmd{w: w, wait: wait > 0}
-	if err := m.send(ctx, &w.cmd); err != nil {
+	if err := m.send(&w.cmd); err != nil {
 		w.state.Store(served) // the actor never saw it: reusable
 		w.Release()
 		return nil, err
@@ -272,9 +303,9 @@ func (w *Waiter) Release() {
 
 // Requeue puts a message whose delivery failed back at the head of the queue
 // (Z2), or hands it to a live waiter.
-func (m *Mailbox) Requeue(ctx context.Context, msg Message) error {
+func (m *Mailbox) Requeue(msg Message) error {
 	cmd := &requeueCmd{msg: msg, reply: make(chan struct{}, 1)}
-	if err := m.send(ctx, cmd); err != nil {
+	if err := m.send(cmd); err != nil {
 		return err
 	}
 	<-cmd.reply
@@ -284,9 +315,9 @@ func (m *Mailbox) Requeue(ctx context.Context, msg Message) error {
 // Sweep drops expired messages (R3.1, R3.2) and stops the actor when it
 // holds no message and no live waiter and has been idle since before
 // idleBefore (R3.3). A zero idleBefore never stops it.
-func (m *Mailbox) Sweep(ctx context.Context, idleBefore time.Time) (SweepReply, error) {
+func (m *Mailbox) Sweep(idleBefore time.Time) (SweepReply, error) {
 	cmd := &sweepCmd{idleBefore: idleBefore, reply: make(chan SweepReply, 1)}
-	if err := m.send(ctx, cmd); err != nil {
+	if err := m.send(cmd); err != nil {
 		return SweepReply{}, err
 	}
 	return <-cmd.reply, nil
@@ -294,9 +325,9 @@ func (m *Mailbox) Sweep(ctx context.Context, idleBefore time.Time) (SweepReply, 
 
 // Evict drops the oldest messages that arrived no later than notAfter until
 // need bytes are freed (R3.6).
-func (m *Mailbox) Evict(ctx context.Context, notAfter time.Time, need int64) (EvictReply, error) {
+func (m *Mailbox) Evict(notAfter time.Time, need int64) (EvictReply, error) {
 	cmd := &evictCmd{notAfter: notAfter, need: need, reply: make(chan EvictReply, 1)}
-	if err := m.send(ctx, cmd); err != nil {
+	if err := m.send(cmd); err != nil {
 		return EvictReply{}, err
 	}
 	return <-cmd.reply, nil
@@ -307,7 +338,7 @@ func (m *Mailbox) Evict(ctx context.Context, notAfter time.Time, need int64) (Ev
 // a stopped actor returns nil.
 func (m *Mailbox) Stop() []Message {
 	cmd := &stopCmd{reply: make(chan []Message, 1)}
-	if m.send(context.Background(), cmd) != nil {
+	if m.send(cmd) != nil {
 		return nil
 	}
 	msgs := <-cmd.reply

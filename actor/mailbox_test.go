@@ -3,6 +3,8 @@ package actor
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -14,20 +16,19 @@ const testTTL = 10 * time.Second
 func startTest(t *testing.T, maxQueue int) (*Mailbox, *Stats) {
 	t.Helper()
 	st := &Stats{}
-	mb := Start(ID{1}, Options{
+	mb := Start(ID{1}, &Options{
 		MaxQueueLength: maxQueue,
 		TTL:            testTTL,
 		Now:            time.Now,
 		Stats:          st,
-		FirstSeq:       1000,
-	})
+	}, 1000, nil)
 	t.Cleanup(func() { mb.Stop() })
 	return mb, st
 }
 
 func mustPost(t *testing.T, mb *Mailbox, body string) PostReply {
 	t.Helper()
-	r, err := mb.Post(context.Background(), []byte(body))
+	r, err := mb.Post([]byte(body))
 	if err != nil {
 		t.Fatalf("Post(%q): %v", body, err)
 	}
@@ -147,7 +148,7 @@ func TestHandoffSkipsDoneContext(t *testing.T) {
 		mb, _ := startTest(t, 10)
 		ctx, cancel := context.WithCancel(context.Background())
 		w := &Waiter{ctx: ctx, reply: make(chan Delivery, 1), mb: mb}
-		if err := mb.send(context.Background(), &getCmd{w: w, wait: true}); err != nil {
+		if err := mb.send(&getCmd{w: w, wait: true}); err != nil {
 			t.Fatal(err)
 		}
 		cancel()
@@ -187,7 +188,7 @@ func TestQueueFull(t *testing.T) {
 		mb, _ := startTest(t, 2)
 		mustPost(t, mb, "1")
 		mustPost(t, mb, "2")
-		if _, err := mb.Post(context.Background(), []byte("3")); !errors.Is(err, ErrQueueFull) {
+		if _, err := mb.Post([]byte("3")); !errors.Is(err, ErrQueueFull) {
 			t.Fatalf("third post: got %v; want ErrQueueFull", err)
 		}
 		mustReceive(t, mb, 0)
@@ -203,7 +204,7 @@ func TestRequeueGoesToHead(t *testing.T) {
 		mustPost(t, mb, "first")
 		mustPost(t, mb, "second")
 		d := mustReceive(t, mb, 0)
-		if err := mb.Requeue(context.Background(), d.Message); err != nil {
+		if err := mb.Requeue(d.Message); err != nil {
 			t.Fatal(err)
 		}
 		again := mustReceive(t, mb, 0)
@@ -219,15 +220,15 @@ func TestRequeueGoesToHead(t *testing.T) {
 func TestSweepStopsIdleMailbox(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		stopped := make(chan *Mailbox, 1)
-		mb := Start(ID{2}, Options{
+		mb := Start(ID{2}, &Options{
 			MaxQueueLength: 10, TTL: testTTL, Now: time.Now, Stats: &Stats{},
 			OnStop: func(m *Mailbox) { stopped <- m },
-		})
+		}, 0, nil)
 		mustPost(t, mb, "x")
 		time.Sleep(time.Hour)
 		// Not empty: the expired message is swept, the activity is old,
 		// so it stops in the same sweep.
-		r, err := mb.Sweep(context.Background(), time.Now().Add(-time.Minute))
+		r, err := mb.Sweep(time.Now().Add(-time.Minute))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -238,7 +239,7 @@ func TestSweepStopsIdleMailbox(t *testing.T) {
 		if got := <-stopped; got != mb {
 			t.Fatalf("OnStop got another mailbox")
 		}
-		if _, err := mb.Post(context.Background(), []byte("late")); !errors.Is(err, ErrStopped) {
+		if _, err := mb.Post([]byte("late")); !errors.Is(err, ErrStopped) {
 			t.Fatalf("post to stopped actor: got %v; want ErrStopped", err)
 		}
 	})
@@ -247,18 +248,18 @@ func TestSweepStopsIdleMailbox(t *testing.T) {
 func TestSweepKeepsActiveOrWaitedMailbox(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mb, _ := startTest(t, 10)
-		r, _ := mb.Sweep(context.Background(), time.Now().Add(-time.Minute))
+		r, _ := mb.Sweep(time.Now().Add(-time.Minute))
 		if r.Stopped {
 			t.Fatalf("recently active mailbox stopped")
 		}
 		go mb.Receive(context.Background(), 2*time.Hour)
 		synctest.Wait()
 		time.Sleep(time.Hour)
-		r, _ = mb.Sweep(context.Background(), time.Now())
+		r, _ = mb.Sweep(time.Now())
 		if r.Stopped {
 			t.Fatalf("mailbox with a live waiter stopped")
 		}
-		if _, err := mb.Sweep(context.Background(), time.Time{}); err != nil {
+		if _, err := mb.Sweep(time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 		mustPost(t, mb, "wake") // let the waiter go
@@ -274,7 +275,7 @@ func TestEvictOldestFirstUpToBound(t *testing.T) {
 		bound := time.Now()
 		time.Sleep(time.Second)
 		mustPost(t, mb, "cccc")
-		r, err := mb.Evict(context.Background(), bound, 100)
+		r, err := mb.Evict(bound, 100)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -296,7 +297,7 @@ func TestEvictStopsWhenEnoughFreed(t *testing.T) {
 		for _, b := range []string{"aaaa", "bbbb", "cccc"} {
 			mustPost(t, mb, b)
 		}
-		r, _ := mb.Evict(context.Background(), time.Now(), 5)
+		r, _ := mb.Evict(time.Now(), 5)
 		if r.Evicted != 2 {
 			t.Fatalf("evicted %d; want 2 to free 5 bytes", r.Evicted)
 		}
@@ -305,7 +306,7 @@ func TestEvictStopsWhenEnoughFreed(t *testing.T) {
 
 func TestStopReturnsQueueAndWakesWaiters(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		mb := Start(ID{3}, Options{MaxQueueLength: 10, TTL: testTTL, Now: time.Now, Stats: &Stats{}})
+		mb := Start(ID{3}, &Options{MaxQueueLength: 10, TTL: testTTL, Now: time.Now, Stats: &Stats{}}, 0, nil)
 		errc := make(chan error, 1)
 		go func() {
 			_, err := mb.Receive(context.Background(), time.Minute)
@@ -328,7 +329,7 @@ func TestStopReturnsQueueAndWakesWaiters(t *testing.T) {
 func TestStopHandsBackMessages(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := &Stats{}
-		mb := Start(ID{4}, Options{MaxQueueLength: 10, TTL: testTTL, Now: time.Now, Stats: st})
+		mb := Start(ID{4}, &Options{MaxQueueLength: 10, TTL: testTTL, Now: time.Now, Stats: st}, 0, nil)
 		mustPost(t, mb, "a")
 		mustPost(t, mb, "b")
 		msgs := mb.Stop()
@@ -344,10 +345,8 @@ func TestStopHandsBackMessages(t *testing.T) {
 func TestRestoredMessagesComeFirst(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := &Stats{}
-		mb := Start(ID{5}, Options{
-			MaxQueueLength: 10, TTL: testTTL, Now: time.Now, Stats: st, FirstSeq: 50,
-			Restore: []Message{{Seq: 7, Body: []byte("old"), Arrived: time.Now()}},
-		})
+		mb := Start(ID{5}, &Options{MaxQueueLength: 10, TTL: testTTL, Now: time.Now, Stats: st},
+			50, []Message{{Seq: 7, Body: []byte("old"), Arrived: time.Now()}})
 		defer mb.Stop()
 		if st.QueuedBytes.Load() != 3 {
 			t.Fatalf("restored bytes not counted")
@@ -415,7 +414,7 @@ func TestQueueWrapAndGrow(t *testing.T) {
 // Recycler never hands it out again; a served one is reused safely.
 func TestRecyclerNeverReusesCancelledWaiter(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		mb := Start(ID{6}, Options{MaxQueueLength: 10, TTL: testTTL, Now: time.Now, Stats: &Stats{}, Recycler: &Recycler{}})
+		mb := Start(ID{6}, &Options{MaxQueueLength: 10, TTL: testTTL, Now: time.Now, Stats: &Stats{}, Recycler: &Recycler{}}, 0, nil)
 		defer mb.Stop()
 		ctx, cancel := context.WithCancel(context.Background())
 		w, err := mb.Park(ctx, time.Minute)
@@ -443,4 +442,83 @@ func TestRecyclerNeverReusesCancelledWaiter(t *testing.T) {
 			next.Release()
 		}
 	})
+}
+
+// The actor's goroutine runs only while commands are in flight: it is gone
+// once a command is answered, and the next command starts it again on the
+// state it left. A parked waiter keeps no goroutine on the actor's side.
+func TestActorHibernatesBetweenCommands(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb, _ := startTest(t, 10)
+		hibernating := func(after string) {
+			t.Helper()
+			synctest.Wait()
+			if mb.running.Load() || mb.pending.Load() != 0 {
+				t.Fatalf("after %s: running %v, pending %d; want a hibernating actor", after, mb.running.Load(), mb.pending.Load())
+			}
+		}
+		hibernating("start")
+		mustPost(t, mb, "a")
+		hibernating("a post")
+		w, err := mb.Park(context.Background(), time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Await(); err != nil || string(w.Delivery().Message.Body) != "a" {
+			t.Fatalf("got %+v, %v; want a", w.Delivery(), err)
+		}
+		hibernating("a get")
+		w, err = mb.Park(context.Background(), time.Minute) // nothing queued: parks
+		if err != nil {
+			t.Fatal(err)
+		}
+		hibernating("a get parked")
+		if r := mustPost(t, mb, "b"); r.QueueLen != 0 {
+			t.Fatalf("post to a parked waiter queued it (length %d)", r.QueueLen)
+		}
+		if err := w.Await(); err != nil || string(w.Delivery().Message.Body) != "b" {
+			t.Fatalf("parked waiter got %+v, %v; want b", w.Delivery(), err)
+		}
+		hibernating("the hand-off")
+	})
+}
+
+// Many senders racing the actor's going to sleep and waking: every post is
+// answered once and every message is received once, in each sender's
+// order. Run with -race: the handshake must also order the state's writes
+// from one goroutine of the actor to the next.
+func TestHibernationRacesLoseNothing(t *testing.T) {
+	const senders, each = 8, 500
+	mb := Start(ID{2}, &Options{MaxQueueLength: senders * each, TTL: time.Hour, Now: time.Now, Stats: &Stats{}}, 1, nil)
+	defer mb.Stop()
+	var wg sync.WaitGroup
+	for s := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if _, err := mb.Post([]byte(fmt.Sprintf("%d/%d", s, i))); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	next := make([]int, senders)
+	for n := 0; n < senders*each; n++ {
+		d, err := mb.Receive(context.Background(), time.Minute)
+		if err != nil || !d.OK {
+			t.Fatalf("receive %d: %+v, %v", n, d, err)
+		}
+		var s, i int
+		fmt.Sscanf(string(d.Message.Body), "%d/%d", &s, &i)
+		if i != next[s] {
+			t.Fatalf("sender %d: got message %d; want %d", s, i, next[s])
+		}
+		next[s]++
+	}
+	wg.Wait()
+	if d, _ := mb.Receive(context.Background(), 0); d.OK {
+		t.Fatalf("left over: %q", d.Message.Body)
+	}
 }

@@ -102,7 +102,7 @@ func (r *reaper) sweep() {
 	var swept, expired, stopped int
 	var expiredBytes int64
 	for _, mb := range s.reg.all() {
-		rep, err := mb.Sweep(context.Background(), idleBefore)
+		rep, err := mb.Sweep(idleBefore)
 		if err != nil {
 			continue // stopped meanwhile
 		}
@@ -162,7 +162,7 @@ func (r *reaper) evictForMemory(need int64) error {
 		if h.Len() > 0 {
 			notAfter = h.items[0].at
 		}
-		rep, err := oldest.mb.Evict(context.Background(), time.Unix(0, notAfter), excess())
+		rep, err := oldest.mb.Evict(time.Unix(0, notAfter), excess())
 		if err != nil {
 			continue // stopped meanwhile: its messages left with it
 		}
@@ -223,7 +223,7 @@ func (r *reaper) reclaimIdle() error {
 			}
 			triedFull++
 		}
-		rep, err := mb.Sweep(context.Background(), now)
+		rep, err := mb.Sweep(now)
 		if err == nil && rep.Stopped {
 			<-mb.Done()
 			stopped++

@@ -61,9 +61,9 @@ type Supervisor struct {
 	reserved atomic.Int64 // body bytes of posts in flight (R3.5)
 	closing  atomic.Bool
 
-	reaper   *reaper
-	closed   sync.Once
-	recycler actor.Recycler // shared by all of this supervisor's actors
+	reaper    *reaper
+	closed    sync.Once
+	actorOpts actor.Options // shared by all of this supervisor's actors
 
 	// Set once by registerMetrics before the reaper's first sweep; nil
 	// without metrics.
@@ -82,6 +82,18 @@ func New(opts Options) *Supervisor {
 		opts.Logger = zap.NewNop()
 	}
 	s := &Supervisor{opts: opts, log: opts.Logger, reg: newRegistry()}
+	s.actorOpts = actor.Options{
+		MaxQueueLength: opts.MaxQueueLength,
+		TTL:            opts.TTL,
+		Now:            opts.Now,
+		Stats:          &s.stats,
+		Recycler:       &actor.Recycler{},
+		OnStop: func(mb *actor.Mailbox) {
+			if s.reg.remove(mb) {
+				s.live.Add(-1)
+			}
+		},
+	}
 	for id, msgs := range opts.Restore {
 		s.restore(id, msgs)
 	}
@@ -127,7 +139,7 @@ func (s *Supervisor) Post(ctx context.Context, id actor.ID, body []byte) (actor.
 		if err != nil {
 			return actor.PostReply{}, err
 		}
-		r, err := mb.Post(ctx, body)
+		r, err := mb.Post(body)
 		if errors.Is(err, actor.ErrStopped) {
 			continue // reaped between lookup and send: a fresh actor takes it
 		}
@@ -167,7 +179,7 @@ func (s *Supervisor) Requeue(id actor.ID, msg actor.Message) error {
 		if err != nil {
 			return err
 		}
-		if err := mb.Requeue(context.Background(), msg); !errors.Is(err, actor.ErrStopped) {
+		if err := mb.Requeue(msg); !errors.Is(err, actor.ErrStopped) {
 			return err
 		}
 	}
@@ -243,20 +255,7 @@ func (s *Supervisor) start(id actor.ID, restore []actor.Message) *actor.Mailbox 
 	if n := len(restore); n > 0 && restore[n-1].Seq >= first {
 		first = restore[n-1].Seq + 1
 	}
-	return actor.Start(id, actor.Options{
-		MaxQueueLength: s.opts.MaxQueueLength,
-		TTL:            s.opts.TTL,
-		Now:            s.opts.Now,
-		Stats:          &s.stats,
-		Recycler:       &s.recycler,
-		FirstSeq:       first,
-		Restore:        restore,
-		OnStop: func(mb *actor.Mailbox) {
-			if s.reg.remove(mb) {
-				s.live.Add(-1)
-			}
-		},
-	})
+	return actor.Start(id, &s.actorOpts, first, restore)
 }
 
 func (s *Supervisor) restore(id actor.ID, msgs []actor.Message) {

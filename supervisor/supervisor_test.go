@@ -215,7 +215,7 @@ func TestPostRacingReaperIsNeverLost(t *testing.T) {
 			// Stop whatever actor holds the id right now, as a sweep
 			// of an idle mailbox would.
 			if mb := s.reg.get(id(1)); mb != nil {
-				mb.Sweep(context.Background(), time.Now().Add(time.Hour))
+				mb.Sweep(time.Now().Add(time.Hour))
 			}
 		}
 	}()
@@ -299,7 +299,7 @@ func TestRequeueAfterMailboxReclaimed(t *testing.T) {
 		s := newTest(t, testOptions())
 		post(t, s, id(1), "x")
 		d := receive(t, s, id(1))
-		s.reg.get(id(1)).Sweep(context.Background(), time.Now().Add(time.Hour))
+		s.reg.get(id(1)).Sweep(time.Now().Add(time.Hour))
 		synctest.Wait()
 		if err := s.Requeue(id(1), d.Message); err != nil {
 			t.Fatal(err)
