@@ -108,6 +108,21 @@ func wantQuota(t testing.TB, r result, limit, remaining, reset string) {
 	wantHeader(t, r.header, map[string]string{"RateLimit-Limit": limit, "RateLimit-Remaining": remaining, "RateLimit-Reset": reset})
 }
 
+// A long-poll's quota headers come with its answer after the wait (they
+// are kept out of the response while it waits), and say what Admit saw.
+func TestRateLimitHeadersAfterWait(t *testing.T) {
+	o := guardOptions()
+	o.PostsPerWindow, o.GetsPerWindow = 3, 2
+	s := newGuardedServer(t, o, nil)
+	id := rid("waits")
+	got := s.goGet(context.Background(), id, "?wait_ms=10000")
+	s.waitParked(1)
+	wantAccepted(t, s.post(id, "late"), seq0, 0)
+	r := receive(t, got)
+	wantMessage(t, r, "late", seq0, 0)
+	wantQuota(t, r, "2", "1", "30")
+}
+
 // R4.1–R4.4, R4.7: separate buckets per kind, every outcome takes a
 // token, 429 with Retry-After until the next token, refill over time.
 func TestRateLimitPerKind(t *testing.T) {

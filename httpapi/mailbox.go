@@ -36,6 +36,7 @@ func (a *api) postMessage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	t.Quota().Set(w.Header())
 	id, err := actor.ParseID(r.PathValue("id"))
 	if err != nil {
 		return err
@@ -153,53 +154,50 @@ func bodyError(err error) error {
 // source's long-poll count to release afterwards. It comes from
 // api.receives, so that the wait's own frame holds one pointer for both.
 type pendingGet struct {
-	wt   *actor.Waiter
-	hold guard.Hold
+	wt    *actor.Waiter // nil: nothing to wait for
+	hold  guard.Hold
+	quota guard.Quota // set on the answer, not before the wait
 }
 
-// startReceive checks a GET — source lists, rate limit, credentials, the
-// source's waiting long-polls (R4, R5) — and parks it on the mailbox (R2):
-// the caller awaits the returned pendingGet's Waiter, then calls
-// answerReceive. A nil pendingGet with a nil error means there is no mailbox
-// and the GET would not wait. Every check happens here, before the
-// mailbox is asked, so a refused GET consumes nothing.
+// checkReceive checks a GET — source lists, rate limit, credentials,
+// wait_ms, the source's waiting long-polls (R4, R5) — and returns what
+// the mailbox is to be asked for (R2). Every check happens here, before the
+// mailbox is asked, so a refused GET consumes nothing. The returned
+// pendingGet carries the GET to answerReceive; it is nil only when the GET
+// was refused before admission. The caller asks the mailbox itself, with
+// this function's frame gone: creating a mailbox is the deepest point of a
+// GET's stack, and a connection goroutine that grows past 4 KiB there
+// keeps 8 KiB for as long as it waits (docs/performance.md).
 //
 //go:noinline
-func (a *api) startReceive(w http.ResponseWriter, r *http.Request) (*pendingGet, error) {
-	ctx := r.Context()
-	if err := context.Cause(ctx); err != nil {
-		return nil, err
+func (a *api) checkReceive(w http.ResponseWriter, r *http.Request) (rc *pendingGet, id actor.ID, wait time.Duration, err error) {
+	if err := context.Cause(r.Context()); err != nil {
+		return nil, id, 0, err
 	}
 	t, err := a.guard.Admit(w, r, guard.Get)
 	if err != nil {
-		return nil, err
+		return nil, id, 0, err
 	}
-	id, err := actor.ParseID(r.PathValue("id"))
-	if err != nil {
-		return nil, err
+	// From here on every outcome is answered through rc, which carries the
+	// quota for the answer's headers.
+	rc = a.receives.Get().(*pendingGet)
+	rc.quota = t.Quota()
+	if id, err = actor.ParseID(r.PathValue("id")); err != nil {
+		return rc, id, 0, err
 	}
 	if err := t.Authorize(w, r, id); err != nil {
-		return nil, err
+		return rc, id, 0, err
 	}
 	raw, present := queryValue(r.URL.RawQuery, "wait_ms")
-	wait, err := ParseWaitMS(raw, present, a.opts.LongPollDefault, a.opts.LongPollMax)
-	if err != nil {
-		return nil, err
+	if wait, err = ParseWaitMS(raw, present, a.opts.LongPollDefault, a.opts.LongPollMax); err != nil {
+		return rc, id, 0, err
 	}
-	var hold guard.Hold
 	if wait > 0 {
-		if hold, err = t.Wait(); err != nil {
-			return nil, err
+		if rc.hold, err = t.Wait(); err != nil {
+			return rc, id, 0, err
 		}
 	}
-	wt, err := a.mb.StartReceive(ctx, id, wait)
-	if err != nil || wt == nil {
-		hold.Release()
-		return nil, err
-	}
-	rc := a.receives.Get().(*pendingGet)
-	rc.wt, rc.hold = wt, hold
-	return rc, nil
+	return rc, id, wait, nil
 }
 
 // answerReceive writes what a GET got: 200 with the message, 204 when
@@ -210,8 +208,11 @@ func (a *api) startReceive(w http.ResponseWriter, r *http.Request) (*pendingGet,
 func (a *api) answerReceive(w http.ResponseWriter, r *http.Request, rc *pendingGet, err error) error {
 	var d actor.Delivery
 	if rc != nil {
-		d = rc.wt.Delivery()
-		rc.wt.Release()
+		rc.quota.Set(w.Header())
+		if rc.wt != nil {
+			d = rc.wt.Delivery()
+			rc.wt.Release()
+		}
 		rc.hold.Release()
 		*rc = pendingGet{}
 		a.receives.Put(rc)

@@ -119,18 +119,25 @@ func (e *endpoint) finish(w http.ResponseWriter, r *http.Request, start time.Tim
 }
 
 // receiveEndpoint serves GET /v1/mailbox/{id}. A long-poll parks the
-// connection's goroutine, and net/http shrinks a parked goroutine's stack
-// to 4 KiB only when it uses under 2 KiB: so this ServeHTTP is the frame
-// the wait happens under, with nothing between it and the select in Await
-// but small frames, and the request's preparation and answer live in
-// functions that have returned before the wait and run after it
-// (docs/performance.md has the numbers).
+// connection's goroutine, so this ServeHTTP is the frame the wait happens
+// under, with nothing between it and the select in Await but small
+// frames; the request's checks and answer live in functions that have
+// returned before the wait and run after it. The runtime halves a parked
+// goroutine's stack only while under a quarter of it is in use, and
+// net/http's own frames under a handler already take about 1.3 KiB, so a
+// connection goroutine never shrinks below the size it grew to while
+// preparing the wait: 4 KiB, as long as no call on the way (the mailbox's
+// creation being the deepest) needs more (docs/performance.md has the
+// numbers).
 type receiveEndpoint struct{ *endpoint }
 
 func (e *receiveEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rc, err := e.a.startReceive(w, r)
-	if err == nil && rc != nil {
+	rc, id, wait, err := e.a.checkReceive(w, r)
+	if err == nil {
+		rc.wt, err = e.a.mb.StartReceive(r.Context(), id, wait)
+	}
+	if rc != nil && rc.wt != nil {
 		err = rc.wt.Await()
 	}
 	e.finish(w, r, start, e.a.answerReceive(w, r, rc, err))

@@ -262,11 +262,35 @@ func limitBody(message, limit string, n int, window int64) []byte {
 // Ticket is a request Admit let through, for the checks that need what
 // the handler parses next. The zero Ticket (no Guard) passes them all.
 type Ticket struct {
-	g    *Guard
-	st   *state
-	b    *bucket // nil for an allowlisted source
-	kind Kind
+	g     *Guard
+	st    *state
+	b     *bucket // nil for an allowlisted source
+	kind  Kind
+	quota Quota
 }
+
+// Quota is what an admitted request's RateLimit-* headers say. It is kept
+// apart from the response until the answer: a long-poll that waited with
+// them set would hold its header map's first allocation for the whole
+// wait (docs/performance.md).
+type Quota struct {
+	limit            []string // nil: no quota (allowlisted source, no guard)
+	remaining, reset int64
+}
+
+// Set writes the RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset
+// headers (R4.4); nothing for a source without a quota.
+func (q Quota) Set(h http.Header) {
+	if q.limit == nil {
+		return
+	}
+	h[hdrLimit] = q.limit
+	h[hdrRemaining] = numHV(q.remaining)
+	h[hdrReset] = numHV(q.reset)
+}
+
+// Quota is the admitted request's quota, for its answer's headers.
+func (t Ticket) Quota() Quota { return t.quota }
 
 // Canonical header keys and fixed values.
 const (
@@ -285,10 +309,11 @@ var (
 // token bucket of kind k: ErrBlocked for a blocked source (R4.6), a
 // *LimitError when the bucket is empty or the source cannot be tracked.
 // Every admitted or limited request took a token, whatever its outcome
-// later (R4.1–R4.3). It sets the RateLimit-Limit, RateLimit-Remaining and
-// RateLimit-Reset headers (seconds until the bucket is full again) on w,
-// except for allowlisted and blocked sources, which have no quota.
-// A nil Guard admits everything.
+// later (R4.1–R4.3). A refused request's RateLimit-Limit,
+// RateLimit-Remaining and RateLimit-Reset headers (seconds until the
+// bucket is full again) are set on w at once; an admitted one's are in
+// the Ticket's Quota, for the caller to set when it answers. Allowlisted
+// and blocked sources have no quota. A nil Guard admits everything.
 func (g *Guard) Admit(w http.ResponseWriter, r *http.Request, k Kind) (Ticket, error) {
 	if g == nil {
 		return Ticket{}, nil
@@ -304,20 +329,21 @@ func (g *Guard) Admit(w http.ResponseWriter, r *http.Request, k Kind) (Ticket, e
 	}
 	now := g.now()
 	b, ok, tokens := g.lim.take(st, keyOf(addr, st.v6bits), k, now)
-	h := w.Header()
-	h[hdrLimit] = st.limitHV[k]
 	if b == nil {
 		g.warnAtCap(now)
 		retry := g.lim.retryAtCap(now)
-		h[hdrRemaining] = numHV(0)
-		h[hdrReset] = numHV(ceilSeconds(retry))
+		Quota{limit: st.limitHV[k], reset: ceilSeconds(retry)}.Set(w.Header())
 		return t, &LimitError{Kind: k, retry: retry, body: st.sourcesBody}
 	}
 	t.b = b
 	perSecond := float64(st.limit[k])
-	h[hdrRemaining] = numHV(int64(max(tokens, 0)))
-	h[hdrReset] = numHV(ceilSeconds(time.Duration((float64(st.burst[k]) - tokens) / perSecond * float64(time.Second))))
+	t.quota = Quota{
+		limit:     st.limitHV[k],
+		remaining: int64(max(tokens, 0)),
+		reset:     ceilSeconds(time.Duration((float64(st.burst[k]) - tokens) / perSecond * float64(time.Second))),
+	}
 	if !ok {
+		t.quota.Set(w.Header())
 		retry := time.Duration((1 - tokens) / perSecond * float64(time.Second))
 		return t, &LimitError{Kind: k, retry: retry, body: st.limitBody[k]}
 	}
