@@ -254,14 +254,15 @@ func (w *Waiter) Await() error {
 	}
 	var err error
 	answered := false
+	// Three cases, not four: a stopping actor answers its waiters through
+	// their reply channel rather than being watched through done, which
+	// spares every parked long-poll one wait record (docs/performance.md).
 	select {
 	case w.got = <-w.reply:
 		answered = true
 	case <-expired:
 	case <-w.ctx.Done():
 		err = context.Cause(w.ctx)
-	case <-w.mb.done:
-		err = ErrStopped
 	}
 	if !answered {
 		if w.state.CompareAndSwap(waiting, cancelled) {
@@ -272,6 +273,10 @@ func (w *Waiter) Await() error {
 		w.got = <-w.reply
 	}
 	w.finish()
+	if w.got.stopped {
+		w.got = Delivery{}
+		return ErrStopped
+	}
 	return nil
 }
 
@@ -435,6 +440,15 @@ func (c *stopCmd) handle(m *Mailbox) {
 		m.dequeued(msg)
 		msgs = append(msgs, msg)
 	}
+	// Parked waiters learn of the stop from their reply channel (Await
+	// does not watch done).
+	for _, w := range m.parked {
+		if w.state.CompareAndSwap(waiting, served) {
+			w.reply <- Delivery{stopped: true}
+		}
+	}
+	clear(m.parked)
+	m.parked = m.parked[:0]
 	m.stopping = true
 	c.reply <- msgs
 }

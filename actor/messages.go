@@ -29,6 +29,7 @@ type Delivery struct {
 	Message  Message
 	QueueLen int // messages still queued after this one (R2.8)
 	OK       bool
+	stopped  bool // the actor stopped: Await returns ErrStopped
 }
 
 // PostReply answers an accepted post.
