@@ -52,7 +52,7 @@ func TestIdleMailboxFootprint(t *testing.T) {
 }
 
 // A waiting long-poll costs the engine its waiter, reply channel and timer,
-// and the runtime the records of Await's four-way select: the goroutine
+// and the runtime the records of Await's three-way select: the goroutine
 // that waits is the HTTP handler's own, and the actor's goroutine does not
 // wait with it, so only heap counts.
 func TestWaitingLongPollFootprint(t *testing.T) {
