@@ -447,8 +447,7 @@ func (c *stopCmd) handle(m *Mailbox) {
 			w.reply <- Delivery{stopped: true}
 		}
 	}
-	clear(m.parked)
-	m.parked = m.parked[:0]
+	m.parked = nil
 	m.stopping = true
 	c.reply <- msgs
 }

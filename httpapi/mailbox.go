@@ -150,9 +150,10 @@ func bodyError(err error) error {
 	return errors.Join(errBadBody, err)
 }
 
-// pendingGet carries a parked GET across its wait: the waiter, and the
-// source's long-poll count to release afterwards. It comes from
-// api.receives, so that the wait's own frame holds one pointer for both.
+// pendingGet carries an admitted GET to its answer: the waiter if it
+// waits, the source's long-poll count to release afterwards, and the
+// quota for the answer's headers. It comes from api.receives, so that the
+// wait's own frame holds one pointer for all three.
 type pendingGet struct {
 	wt    *actor.Waiter // nil: nothing to wait for
 	hold  guard.Hold
@@ -221,7 +222,7 @@ func (a *api) answerReceive(w http.ResponseWriter, r *http.Request, rc *pendingG
 		return err // shutdown answers 503 at once; a client that left gets nothing
 	}
 	ctx := r.Context()
-	id, _ := actor.ParseID(r.PathValue("id")) // startReceive parsed it already
+	id, _ := actor.ParseID(r.PathValue("id")) // checkReceive parsed it already
 	h := w.Header()
 	// Consume-on-read: no cache may keep or replay this answer (R2.6).
 	h["Cache-Control"] = hvNoStore

@@ -294,7 +294,8 @@ func (s *Supervisor) tryReserve(size int64) bool {
 
 // Close stops the reaper and every actor, and returns the messages still
 // queued, oldest first per mailbox, for the state file. Parked long-polls
-// see actor.ErrStopped from Await. Close waits until every actor goroutine has ended.
+// see actor.ErrStopped from Await. Close waits until every actor has
+// stopped (its Done is closed).
 func (s *Supervisor) Close() map[actor.ID][]actor.Message {
 	left := make(map[actor.ID][]actor.Message)
 	s.closed.Do(func() {

@@ -5,10 +5,10 @@
 // the four authentication modes (R5, Z4).
 //
 // It is not a middleware: a handler wrapping the GET route would add a
-// stack frame under every parked long-poll, and net/http shrinks a parked
-// connection goroutine's stack only while it uses under 2 KiB. httpapi
-// calls Admit, then Ticket.Authorize and Ticket.Wait, from functions that
-// return before the wait, and Hold.Release after it.
+// stack frame under every parked long-poll, and a parked connection
+// goroutine keeps the stack it grew to before the wait. httpapi calls
+// Admit, then Ticket.Authorize and Ticket.Wait, from a function that
+// returns before the wait, and Hold.Release after it.
 //
 // Everything an operator can reload lives in one immutable state that a
 // reload replaces atomically (R5.6): a request keeps the state it was
