@@ -81,6 +81,9 @@ type api struct {
 	// receives holds *pendingGet values, so that a GET costs no allocation
 	// for carrying its waiter across the wait.
 	receives sync.Pool
+	// answers holds *answer values: a mailbox request's answer is written
+	// on a goroutine of its own (see postEndpoint).
+	answers sync.Pool
 }
 
 // New returns the HTTP handler for the mailbox API, /health and (with
@@ -107,6 +110,7 @@ func New(d Deps) http.Handler {
 		return &b
 	}
 	a.receives.New = func() any { return new(pendingGet) }
+	a.answers.New = func() any { return &answer{done: make(chan struct{}, 1)} }
 	a.metrics = newAPIMetrics(d.Metrics)
 	return a.routes(d.Metrics)
 }

@@ -200,6 +200,9 @@ func (a *api) writeError(w http.ResponseWriter, r *http.Request, rt routeID, err
 			ctr.Inc()
 		}
 	}
+	// An explicit length: a GET's answer is flushed before its handler
+	// returns (receiveEndpoint), and without one that would go chunked.
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	w.WriteHeader(row.status)
 	_, _ = w.Write(body)
 	if ctr := a.metrics.errors[c]; ctr != nil {

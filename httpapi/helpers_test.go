@@ -141,6 +141,7 @@ type result struct {
 	body    []byte
 	elapsed time.Duration
 	closed  bool  // the server said Connection: close
+	chunked bool  // the body came with Transfer-Encoding: chunked
 	err     error // transport error (then the rest is zero)
 }
 
@@ -198,7 +199,8 @@ func (s *testServer) try(r req) result {
 	if err != nil {
 		return result{err: err}
 	}
-	return result{status: resp.StatusCode, header: resp.Header, body: b, elapsed: time.Since(start), closed: resp.Close}
+	return result{status: resp.StatusCode, header: resp.Header, body: b, elapsed: time.Since(start), closed: resp.Close,
+		chunked: len(resp.TransferEncoding) > 0}
 }
 
 func (s *testServer) post(id string, body string) result {

@@ -66,12 +66,15 @@ func (a *api) postMessage(w http.ResponseWriter, r *http.Request) error {
 	qlEnd := len(b)
 	b = append(b, '}')
 	s := string(b)
-	vals := []string{s[seqAt:seqEnd], s[qlAt:qlEnd]}
+	vals := []string{s[seqAt:seqEnd], s[qlAt:qlEnd], strconv.Itoa(len(s))}
 
 	h := w.Header()
 	h["Content-Type"] = hvJSON
 	h["X-Message-Sequence"] = vals[0:1:1]
 	h["X-Queue-Length"] = vals[1:2:2]
+	// An explicit length: the answer is flushed before the handler returns
+	// (postEndpoint), and without one that would go chunked.
+	h["Content-Length"] = vals[2:3:3]
 	w.WriteHeader(http.StatusAccepted) // R1.3
 	_, _ = io.WriteString(w, s)
 	if ce := a.log.Check(zap.DebugLevel, "message accepted"); ce != nil {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -327,5 +328,42 @@ func TestTTL(t *testing.T) {
 	wantNoContent(t, s.get(id, "?wait_ms=0"))
 	if got := s.sup.Stats().EvictedTTL.Load(); got != 2 {
 		t.Errorf("evicted for TTL = %d; want 2", got)
+	}
+}
+
+// The mailbox routes flush their answers before the handler returns (they
+// are written off the connection's goroutine, see postEndpoint); every
+// answer still carries its exact length instead of going chunked.
+func TestMailboxAnswersCarryTheirLength(t *testing.T) {
+	s := newTestServer(t)
+	id := rid("length")
+	for _, tc := range []struct {
+		name   string
+		r      req
+		status int
+		length string // "" for none (204)
+	}{
+		{"202", req{method: http.MethodPost, path: mailboxPath(id), body: []byte("hello")}, http.StatusAccepted, ""},
+		{"200", req{method: http.MethodGet, path: mailboxPath(id) + "?wait_ms=0"}, http.StatusOK, "5"},
+		{"204", req{method: http.MethodGet, path: mailboxPath(id) + "?wait_ms=0"}, http.StatusNoContent, ""},
+		{"400 on POST", req{method: http.MethodPost, path: mailboxPath("nothex"), body: []byte("x")}, http.StatusBadRequest, ""},
+		{"400 on GET", req{method: http.MethodGet, path: mailboxPath(id) + "?wait_ms=x"}, http.StatusBadRequest, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := s.do(tc.r)
+			if res.status != tc.status {
+				t.Fatalf("status %d; want %d (body %q)", res.status, tc.status, res.body)
+			}
+			if res.chunked {
+				t.Fatalf("answer went chunked; want a Content-Length")
+			}
+			want := tc.length
+			if want == "" && tc.status != http.StatusNoContent {
+				want = strconv.Itoa(len(res.body))
+			}
+			if got := res.header.Get("Content-Length"); got != want {
+				t.Fatalf("Content-Length %q; want %q (body %q)", got, want, res.body)
+			}
+		})
 	}
 }

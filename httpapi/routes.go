@@ -54,8 +54,8 @@ var (
 // ServeMux's own plain-text 404 and 405 never reach a client (Z8).
 func (a *api) routes(set *metrics.Set) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("POST /v1/mailbox/{id}", a.endpoint(routeMailbox, a.postMessage))        // R1.1
-	mux.Handle("GET /v1/mailbox/{id}", &receiveEndpoint{a.endpoint(routeMailbox, nil)}) // R2.1
+	mux.Handle("POST /v1/mailbox/{id}", &postEndpoint{a.endpoint(routeMailbox, a.postMessage)}) // R1.1
+	mux.Handle("GET /v1/mailbox/{id}", &receiveEndpoint{a.endpoint(routeMailbox, nil)})         // R2.1
 	// Z7: ServeMux lets a GET pattern answer HEAD, and a HEAD must never
 	// consume a message, so HEAD gets its own 405 pattern.
 	mux.Handle("HEAD /v1/mailbox/{id}", a.endpoint(routeMailbox, methodNotAllowed(allowMailbox)))
@@ -118,21 +118,37 @@ func (e *endpoint) finish(w http.ResponseWriter, r *http.Request, start time.Tim
 	}
 }
 
+// A connection's goroutine keeps the largest stack it has grown to: the
+// runtime halves a parked goroutine's stack only while under a quarter of
+// it is in use, and net/http's own frames under a handler already take
+// about 1.3 KiB. net/http's response header writer alone has a 2.8 KiB
+// frame, so any connection that has answered a request the usual way
+// waits for its next one — a long-poll, perhaps — on 8 KiB. The mailbox
+// routes therefore write their answers on a short-lived goroutine
+// (answer.write), and a long-poll's connection waits on 4 KiB whatever it
+// served before (docs/performance.md has the numbers).
+
+// postEndpoint serves POST /v1/mailbox/{id}: the whole request is served
+// off the connection's goroutine.
+type postEndpoint struct{ *endpoint }
+
+func (e *postEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	an := e.a.answers.Get().(*answer)
+	an.e, an.w, an.r, an.start = e.endpoint, w, r, time.Now()
+	an.writeOffStack()
+}
+
 // receiveEndpoint serves GET /v1/mailbox/{id}. A long-poll parks the
 // connection's goroutine, so this ServeHTTP is the frame the wait happens
 // under, with nothing between it and the select in Await but small
-// frames; the request's checks and answer live in functions that have
-// returned before the wait and run after it. The runtime halves a parked
-// goroutine's stack only while under a quarter of it is in use, and
-// net/http's own frames under a handler already take about 1.3 KiB, so a
-// connection goroutine never shrinks below the size it grew to while
-// preparing the wait: 4 KiB, as long as no call on the way (the mailbox's
-// creation being the deepest) needs more (docs/performance.md has the
-// numbers).
+// frames: the checks live in a function that has returned before the
+// wait (creating the mailbox is the deepest point before it, and stays
+// under 4 KiB), and the answer is written off the connection's goroutine.
 type receiveEndpoint struct{ *endpoint }
 
 func (e *receiveEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
+	an := e.a.answers.Get().(*answer)
+	an.e, an.w, an.r, an.start = e.endpoint, w, r, time.Now()
 	rc, id, wait, err := e.a.checkReceive(w, r)
 	if err == nil {
 		rc.wt, err = e.a.mb.StartReceive(r.Context(), id, wait)
@@ -140,7 +156,51 @@ func (e *receiveEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rc != nil && rc.wt != nil {
 		err = rc.wt.Await()
 	}
-	e.finish(w, r, start, e.a.answerReceive(w, r, rc, err))
+	an.get, an.rc, an.err = true, rc, err
+	an.writeOffStack()
+}
+
+// answer carries a mailbox request from its connection's goroutine to the
+// goroutine that writes its answer; api.answers keeps them, with their
+// done channels, for reuse.
+type answer struct {
+	e     *endpoint
+	w     http.ResponseWriter
+	r     *http.Request
+	start time.Time
+	get   bool        // a GET whose wait is over: answer rc and err
+	rc    *pendingGet // a GET's outcome, for answerReceive
+	err   error
+	done  chan struct{} // buffered: write's last act
+}
+
+// writeOffStack runs write on a new goroutine, waits for it and returns
+// an to the pool.
+func (an *answer) writeOffStack() {
+	go an.write()
+	<-an.done
+	a := an.e.a
+	*an = answer{done: an.done}
+	a.answers.Put(an)
+}
+
+// write serves the request (a POST) or answers the wait (a GET), and puts
+// the answer on the connection before the handler returns, so that
+// net/http writes nothing more on the connection's goroutine. A client
+// that has left gets nothing, and a shutdown's 503 is left to net/http.
+func (an *answer) write() {
+	e, w, r := an.e, an.w, an.r
+	var err error
+	if an.get {
+		err = e.a.answerReceive(w, r, an.rc, an.err)
+	} else {
+		err = e.fn(w, r)
+	}
+	e.finish(w, r, an.start, err)
+	if r.Context().Err() == nil {
+		_ = http.NewResponseController(w).Flush()
+	}
+	an.done <- struct{}{}
 }
 
 // methodNotAllowed answers 405 with allow as the Allow header.

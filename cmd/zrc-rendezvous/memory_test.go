@@ -19,9 +19,9 @@ func TestGCPercent(t *testing.T) {
 	}{
 		{"nothing measured yet", memSample{}, 100},
 		{"a small heap keeps Go's default", memSample{heapLive: 2 * mib, stacks: mib}, 100},
-		{"the minimum headroom", memSample{heapLive: 8 * mib, stacks: 4 * mib}, 34},               // 4 MiB of 12
+		{"the minimum headroom", memSample{heapLive: 8 * mib, stacks: 4 * mib}, 67},               // 8 MiB of 12
 		{"a large heap grows by its share", memSample{heapLive: 160 * mib, stacks: 40 * mib}, 20}, // 40 MiB of 200
-		{"1,000 parked long-polls", memSample{heapLive: 16 * mib, stacks: 4 * mib}, 20},           // 4 MiB of 20
+		{"1,000 parked long-polls", memSample{heapLive: 16 * mib, stacks: 4 * mib}, 40},           // 8 MiB of 20
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := gcPercent(tc.s); got != tc.want {

@@ -294,12 +294,78 @@ func TestProcessParkedStackFootprint(t *testing.T) {
 	s := startServer(t, nil)
 	cancel := parkPolls(t, s, polls)
 	defer cancel()
-	client := &http.Client{}
-	// Stacks shrink only during garbage collections, and an idle server
-	// collects rarely: traffic on another mailbox brings collections on.
-	// Wait for the figure to settle under the budget, or fail with the
-	// last one seen.
 	const budget = polls*(7<<10) + 2<<20
+	stack := stacksSettle(t, s, budget)
+	t.Logf("%d parked long-polls: %.1f MiB of goroutine stacks", polls, stack/(1<<20))
+	if stack > budget {
+		t.Fatalf("stacks hold %.0f bytes with %d parked long-polls; budget %d (7 KiB per waiting long-poll + 2 MiB)", stack, polls, budget)
+	}
+}
+
+// A connection that has answered requests waits for its next long-poll on
+// a 4 KiB stack: the answers are written off its goroutine (httpapi's
+// postEndpoint). Answered on the connection's own goroutine, net/http's
+// header writer would have grown each to 8 KiB for good: 12 KiB per
+// waiting long-poll with its background reader, over this budget.
+func TestProcessStackFootprintAfterAnswers(t *testing.T) {
+	const polls = 1000
+	s := startServer(t, nil)
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { stop(); wg.Wait() }()
+	var answered atomic.Int64
+	for i := range polls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// A client of its own: all three requests on one connection.
+			tr := &http.Transport{}
+			defer tr.CloseIdleConnections()
+			client := &http.Client{Transport: tr}
+			url := fmt.Sprintf("%s/v1/mailbox/%064x", s.url, i+1)
+			resp, err := client.Post(url, "", strings.NewReader("hello"))
+			if err != nil {
+				return
+			}
+			resp.Body.Close()
+			if resp, err = client.Get(url + "?wait_ms=0"); err != nil {
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				answered.Add(1)
+			}
+			req, _ := http.NewRequestWithContext(ctx, "GET", url+"?wait_ms=60000", nil)
+			if resp, err := client.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+		if i%250 == 249 {
+			time.Sleep(20 * time.Millisecond) // spare the accept queue
+		}
+	}
+	waitFor(t, func() bool {
+		return strings.Contains(metricsText(t, s), fmt.Sprintf("zrc_rendezvous_waiting_long_polls %d\n", polls))
+	})
+	if got := answered.Load(); got != polls {
+		t.Fatalf("%d of %d connections had their message answered before waiting", got, polls)
+	}
+	const budget = polls*(8<<10) + 2<<20
+	stack := stacksSettle(t, s, budget)
+	t.Logf("%d long-polls parked after answers on their connections: %.1f MiB of goroutine stacks", polls, stack/(1<<20))
+	if stack > budget {
+		t.Fatalf("stacks hold %.0f bytes with %d parked long-polls whose connections answered before; budget %d (8 KiB per waiting long-poll + 2 MiB)", stack, polls, budget)
+	}
+}
+
+// stacksSettle returns the server's goroutine stack bytes once they are
+// within budget, or the last figure seen after 20 s. Stacks shrink and
+// free stack memory returns only during garbage collections, and an idle
+// server collects rarely: traffic on another mailbox brings them on.
+func stacksSettle(t *testing.T, s *server, budget float64) float64 {
+	t.Helper()
+	client := &http.Client{}
 	other := s.url + "/v1/mailbox/" + strings.Repeat("f", 64)
 	var stack float64
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
@@ -317,10 +383,7 @@ func TestProcessParkedStackFootprint(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d parked long-polls: %.1f MiB of goroutine stacks", polls, stack/(1<<20))
-	if stack > budget {
-		t.Fatalf("stacks hold %.0f bytes with %d parked long-polls; budget %d (7 KiB per waiting long-poll + 2 MiB)", stack, polls, budget)
-	}
+	return stack
 }
 
 // parkPolls opens n long-polls, one per mailbox, and returns once they are
