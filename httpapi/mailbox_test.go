@@ -367,3 +367,25 @@ func TestMailboxAnswersCarryTheirLength(t *testing.T) {
 		})
 	}
 }
+
+// panicOnPost decorates the real engine with a Post that panics.
+type panicOnPost struct{ Mailboxes }
+
+func (panicOnPost) Post(context.Context, actor.ID, []byte) (actor.PostReply, error) {
+	panic("engine bug")
+}
+
+// A panic while a mailbox request is served off the connection's goroutine
+// is net/http's to recover, as any handler's: the request's connection is
+// closed, the process lives on and other requests are served.
+func TestPanicInAnswerIsRecovered(t *testing.T) {
+	s := newTestServer(t, func(c *config) {
+		c.wrap = func(m Mailboxes) Mailboxes { return panicOnPost{m} }
+	})
+	id := rid("panic")
+	res := s.try(req{method: http.MethodPost, path: mailboxPath(id), body: []byte("x")})
+	if res.err == nil {
+		t.Fatalf("POST answered %d %q; want the connection closed", res.status, res.body)
+	}
+	wantNoContent(t, s.get(id, "?wait_ms=0"))
+}

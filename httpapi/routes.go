@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+	"go.uber.org/zap"
 )
 
 // routeID labels a route in the latency histogram; the set is fixed so
@@ -171,17 +172,25 @@ type answer struct {
 	get   bool        // a GET whose wait is over: answer rc and err
 	rc    *pendingGet // a GET's outcome, for answerReceive
 	err   error
-	done  chan struct{} // buffered: write's last act
+	panic any           // what write recovered, to panic with again
+	done  chan struct{} // buffered: write's last act, in its deferred func
 }
 
 // writeOffStack runs write on a new goroutine, waits for it and returns
 // an to the pool.
+//
+// A panic in write is raised again here, on the connection's goroutine,
+// where net/http recovers it as it would any handler's: on write's own
+// goroutine it would end the process.
 func (an *answer) writeOffStack() {
 	go an.write()
 	<-an.done
-	a := an.e.a
+	a, p := an.e.a, an.panic
 	*an = answer{done: an.done}
 	a.answers.Put(an)
+	if p != nil {
+		panic(p)
+	}
 }
 
 // write serves the request (a POST) or answers the wait (a GET), and puts
@@ -189,6 +198,17 @@ func (an *answer) writeOffStack() {
 // net/http writes nothing more on the connection's goroutine. A client
 // that has left gets nothing, and a shutdown's 503 is left to net/http.
 func (an *answer) write() {
+	defer func() {
+		if p := recover(); p != nil {
+			if p != http.ErrAbortHandler {
+				// net/http's log line will show the connection's stack;
+				// this one shows where the panic happened.
+				an.e.a.log.Error("panic serving a mailbox request", zap.Any("panic", p), zap.StackSkip("stack", 1))
+			}
+			an.panic = p
+		}
+		an.done <- struct{}{}
+	}()
 	e, w, r := an.e, an.w, an.r
 	var err error
 	if an.get {
@@ -200,7 +220,6 @@ func (an *answer) write() {
 	if r.Context().Err() == nil {
 		_ = http.NewResponseController(w).Flush()
 	}
-	an.done <- struct{}{}
 }
 
 // methodNotAllowed answers 405 with allow as the Allow header.
