@@ -46,6 +46,9 @@ type Options struct {
 	Started      time.Time // for /health's uptime_seconds; zero: when New ran
 	// BodyReadTimeout bounds reading one POST body; zero: 30 s.
 	BodyReadTimeout time.Duration
+	// AnswerIdle is how long an idle answer goroutine waits for the next
+	// answer before it ends (see answerLoop); zero: 2 s.
+	AnswerIdle time.Duration
 }
 
 // Deps is everything New needs.
@@ -82,8 +85,10 @@ type api struct {
 	// for carrying its waiter across the wait.
 	receives sync.Pool
 	// answers holds *answer values: a mailbox request's answer is written
-	// on a goroutine of its own (see postEndpoint).
-	answers sync.Pool
+	// on an answer goroutine (see postEndpoint); idle ones wait on
+	// answerers for the next.
+	answers   sync.Pool
+	answerers chan *answer
 }
 
 // New returns the HTTP handler for the mailbox API, /health and (with
@@ -99,6 +104,9 @@ func New(d Deps) http.Handler {
 	if a.opts.BodyReadTimeout <= 0 {
 		a.opts.BodyReadTimeout = bodyReadTimeout
 	}
+	if a.opts.AnswerIdle <= 0 {
+		a.opts.AnswerIdle = answerIdle
+	}
 	v, err := json.Marshal(a.opts.Version)
 	if err != nil {
 		panic("BUG: version string: " + err.Error())
@@ -111,6 +119,7 @@ func New(d Deps) http.Handler {
 	}
 	a.receives.New = func() any { return new(pendingGet) }
 	a.answers.New = func() any { return &answer{done: make(chan struct{}, 1)} }
+	a.answerers = make(chan *answer)
 	a.metrics = newAPIMetrics(d.Metrics)
 	return a.routes(d.Metrics)
 }

@@ -83,6 +83,8 @@ func defaultConfig() config {
 			MaxMailboxes:    100,
 			ServeMetrics:    true,
 			Version:         "1.2.3-test",
+			// Idle answer goroutines end soon after each test.
+			AnswerIdle: 50 * time.Millisecond,
 		},
 	}
 }

@@ -389,3 +389,34 @@ func TestPanicInAnswerIsRecovered(t *testing.T) {
 	}
 	wantNoContent(t, s.get(id, "?wait_ms=0"))
 }
+
+// answerGoroutines counts the answer goroutines in a dump of all
+// goroutines.
+func answerGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), "httpapi.(*api).answerLoop(")
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// Answers are written by goroutines kept for reuse: sequential requests
+// share one (two, if a request comes before the first is back to idle),
+// and it ends once idle for Options.AnswerIdle.
+func TestAnswerGoroutinesAreReusedThenEnd(t *testing.T) {
+	// Other tests' answer goroutines end within their AnswerIdle.
+	eventually(t, "earlier tests' answer goroutines to end", func() bool { return answerGoroutines() == 0 })
+	s := newTestServer(t, func(c *config) { c.api.AnswerIdle = 100 * time.Millisecond })
+	id := rid("answerers")
+	for i := range 20 {
+		wantAccepted(t, s.post(id, "m"), seq0+uint64(i), 1)
+		wantMessage(t, s.get(id, "?wait_ms=0"), "m", seq0+uint64(i), 0)
+	}
+	if n := answerGoroutines(); n < 1 || n > 2 {
+		t.Fatalf("%d answer goroutines after 40 sequential requests; want 1 or 2, kept for reuse", n)
+	}
+	eventually(t, "the idle answer goroutines to end", func() bool { return answerGoroutines() == 0 })
+}
