@@ -23,36 +23,46 @@ import (
 // connection's background read during long-polls.
 const bodyReadTimeout = 30 * time.Second
 
-// postMessage queues the body for the recipient (R1): 202 with the
-// sequence and the queue length.
-func (a *api) postMessage(w http.ResponseWriter, r *http.Request) error {
+// acceptPost queues a POST's body for the recipient (R1): the checks, the
+// body and the engine, on the connection's goroutine; answerPost writes
+// the 202 on an answer goroutine (postEndpoint). n is the body's length.
+// Its frame is kept small: the deepest calls under it (the source
+// address's parsing, a mailbox's creation) must stay within the
+// connection goroutine's 4 KiB (routes.go).
+//
+//go:noinline
+func (a *api) acceptPost(w http.ResponseWriter, r *http.Request) (rep actor.PostReply, id actor.ID, n int, err error) {
 	ctx := r.Context()
 	if err := context.Cause(ctx); err != nil {
-		return err // shutting down, or the client has gone already
+		return rep, id, 0, err // shutting down, or the client has gone already
 	}
 	// Lists and the rate limit come first: a 400 or 401 takes a token
 	// too (R4).
 	t, err := a.guard.Admit(w, r, guard.Post)
 	if err != nil {
-		return err
+		return rep, id, 0, err
 	}
 	t.Quota().Set(w.Header())
-	id, err := actor.ParseID(r.PathValue("id"))
-	if err != nil {
-		return err
+	if id, err = actor.ParseID(r.PathValue("id")); err != nil {
+		return rep, id, 0, err
 	}
 	if err := t.Authorize(w, r, id); err != nil {
-		return err // before the body is read: a refused POST costs no buffer
+		return rep, id, 0, err // before the body is read: a refused POST costs no buffer
 	}
 	body, err := a.readBody(w, r)
 	if err != nil {
-		return err
+		return rep, id, 0, err
 	}
-	rep, err := a.mb.Post(ctx, id, body)
+	rep, err = a.mb.Post(ctx, id, body)
+	return rep, id, len(body), err
+}
+
+// answerPost answers an accepted POST 202 with the sequence and the queue
+// length (R1.3), or returns err for endpoint.finish to answer.
+func (a *api) answerPost(w http.ResponseWriter, rep actor.PostReply, id actor.ID, n int, err error) error {
 	if err != nil {
 		return err
 	}
-
 	// One allocation carries the JSON body and, as substrings of it, both
 	// header values.
 	var buf [80]byte
@@ -78,7 +88,7 @@ func (a *api) postMessage(w http.ResponseWriter, r *http.Request) error {
 	w.WriteHeader(http.StatusAccepted) // R1.3
 	_, _ = io.WriteString(w, s)
 	if ce := a.log.Check(zap.DebugLevel, "message accepted"); ce != nil {
-		ce.Write(zap.String("id", id.Short()), zap.Int("bytes", len(body)),
+		ce.Write(zap.String("id", id.Short()), zap.Int("bytes", n),
 			zap.Uint64("sequence", rep.Seq), zap.Int("queue_length", rep.QueueLen))
 	}
 	return nil
@@ -88,7 +98,11 @@ func (a *api) postMessage(w http.ResponseWriter, r *http.Request) error {
 // MaxMessageSize+1 bytes, whatever Content-Length claims, and nothing at
 // all when Content-Length alone is too large (R1.4). The body's buffer is
 // allocated once, at its exact size: it is what the queue keeps.
-func (a *api) readBody(w http.ResponseWriter, r *http.Request) (_ []byte, err error) {
+//
+// It runs on the connection's goroutine with the checks' frames below it,
+// so its own frame is small: the unknown-length path is a function of its
+// own.
+func (a *api) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	limit := a.opts.MaxMessageSize
 	n := r.ContentLength
 	switch {
@@ -101,31 +115,37 @@ func (a *api) readBody(w http.ResponseWriter, r *http.Request) (_ []byte, err er
 	// Errors mean the writer cannot set deadlines (a recorder in tests);
 	// the body is then read without one.
 	_ = rc.SetReadDeadline(time.Now().Add(a.opts.BodyReadTimeout))
+	var body []byte
+	var err error
+	if n > 0 {
+		// net/http stops the body at Content-Length, and the buffer is
+		// no larger than the limit: the hard limit holds by construction.
+		body = make([]byte, n)
+		if _, err = io.ReadFull(r.Body, body); err != nil {
+			body, err = nil, bodyError(err)
+		}
+	} else {
+		body, err = a.readUnknownLength(w, r)
+	}
 	// Lift the deadline once the body is in: net/http's background read
 	// runs under it afterwards, and hitting it would cancel the request.
 	// After a failed read it stays: net/http then discards what is left of
 	// the body before it answers, and without a deadline a client that
 	// never sends the rest would hold the connection for ever (slowloris).
-	defer func() {
-		if err == nil {
-			_ = rc.SetReadDeadline(time.Time{})
-		}
-	}()
-
-	if n > 0 {
-		// net/http stops the body at Content-Length, and the buffer is
-		// no larger than the limit: the hard limit holds by construction.
-		body := make([]byte, n)
-		if _, err := io.ReadFull(r.Body, body); err != nil {
-			return nil, bodyError(err)
-		}
-		return body, nil
+	if err == nil {
+		_ = rc.SetReadDeadline(time.Time{})
 	}
+	return body, err
+}
 
-	// Unknown length (chunked): read into a pooled limit+1-byte scratch
-	// buffer through MaxBytesReader, which stops after limit+1 bytes and
-	// makes net/http close the connection instead of draining the rest;
-	// then copy out exactly what came.
+// readUnknownLength reads a chunked body into a pooled limit+1-byte
+// scratch buffer through MaxBytesReader, which stops after limit+1 bytes
+// and makes net/http close the connection instead of draining the rest;
+// then copies out exactly what came.
+//
+//go:noinline
+func (a *api) readUnknownLength(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	limit := a.opts.MaxMessageSize
 	sp := a.scratch.Get().(*[]byte)
 	defer a.scratch.Put(sp)
 	scratch := *sp

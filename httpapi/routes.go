@@ -6,6 +6,8 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 	"go.uber.org/zap"
+
+	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
 )
 
 // routeID labels a route in the latency histogram; the set is fixed so
@@ -55,8 +57,8 @@ var (
 // ServeMux's own plain-text 404 and 405 never reach a client (Z8).
 func (a *api) routes(set *metrics.Set) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("POST /v1/mailbox/{id}", &postEndpoint{a.endpoint(routeMailbox, a.postMessage)}) // R1.1
-	mux.Handle("GET /v1/mailbox/{id}", &receiveEndpoint{a.endpoint(routeMailbox, nil)})         // R2.1
+	mux.Handle("POST /v1/mailbox/{id}", &postEndpoint{a.endpoint(routeMailbox, nil)})   // R1.1
+	mux.Handle("GET /v1/mailbox/{id}", &receiveEndpoint{a.endpoint(routeMailbox, nil)}) // R2.1
 	// Z7: ServeMux lets a GET pattern answer HEAD, and a HEAD must never
 	// consume a message, so HEAD gets its own 405 pattern.
 	mux.Handle("HEAD /v1/mailbox/{id}", a.endpoint(routeMailbox, methodNotAllowed(allowMailbox)))
@@ -129,13 +131,17 @@ func (e *endpoint) finish(w http.ResponseWriter, r *http.Request, start time.Tim
 // (answer.write), and a long-poll's connection waits on 4 KiB whatever it
 // served before (docs/performance.md has the numbers).
 
-// postEndpoint serves POST /v1/mailbox/{id}: the whole request is served
-// off the connection's goroutine.
+// postEndpoint serves POST /v1/mailbox/{id}: the message is accepted on
+// the connection's goroutine, so that its delivery to a waiting GET takes
+// no extra hand-off, and the answer is written off it.
 type postEndpoint struct{ *endpoint }
 
 func (e *postEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rep, id, n, err := e.a.acceptPost(w, r)
 	an := e.a.answers.Get().(*answer)
-	an.e, an.w, an.r, an.start = e.endpoint, w, r, time.Now()
+	an.e, an.w, an.r, an.start = e.endpoint, w, r, start
+	an.rep, an.id, an.n, an.err = rep, id, n, err
 	an.writeOffStack()
 }
 
@@ -169,8 +175,11 @@ type answer struct {
 	w     http.ResponseWriter
 	r     *http.Request
 	start time.Time
-	get   bool        // a GET whose wait is over: answer rc and err
+	get   bool        // a GET whose wait is over: answer rc and err; else a POST
 	rc    *pendingGet // a GET's outcome, for answerReceive
+	rep   actor.PostReply
+	id    actor.ID // a POST's recipient, for its log line
+	n     int      // a POST's body length, for its log line
 	err   error
 	panic any           // what write recovered, to panic with again
 	done  chan struct{} // buffered: write's last act, in its deferred func
@@ -218,7 +227,7 @@ func (a *api) answerLoop(an *answer) {
 	}
 }
 
-// write serves the request (a POST) or answers the wait (a GET), and puts
+// write answers the POST or the GET, and puts
 // the answer on the connection before the handler returns, so that
 // net/http writes nothing more on the connection's goroutine. A client
 // that has left gets nothing, and a shutdown's 503 is left to net/http.
@@ -239,7 +248,7 @@ func (an *answer) write() {
 	if an.get {
 		err = e.a.answerReceive(w, r, an.rc, an.err)
 	} else {
-		err = e.fn(w, r)
+		err = e.a.answerPost(w, an.rep, an.id, an.n, an.err)
 	}
 	e.finish(w, r, an.start, err)
 	if r.Context().Err() == nil {
