@@ -127,9 +127,9 @@ func (e *endpoint) finish(w http.ResponseWriter, r *http.Request, start time.Tim
 // about 1.3 KiB. net/http's response header writer alone has a 2.8 KiB
 // frame, so any connection that has answered a request the usual way
 // waits for its next one — a long-poll, perhaps — on 8 KiB. The mailbox
-// routes therefore write their answers on a short-lived goroutine
-// (answer.write), and a long-poll's connection waits on 4 KiB whatever it
-// served before (docs/performance.md has the numbers).
+// routes therefore write their answers on an answer goroutine (answerLoop,
+// kept for reuse at 8 KiB), and a long-poll's connection waits on 4 KiB
+// whatever it served before (docs/performance.md has the numbers).
 
 // postEndpoint serves POST /v1/mailbox/{id}: the message is accepted on
 // the connection's goroutine, so that its delivery to a waiting GET takes
