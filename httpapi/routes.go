@@ -209,10 +209,11 @@ func (an *answer) writeOffStack() {
 // answerIdle is Options.AnswerIdle's default.
 const answerIdle = 2 * time.Second
 
-// answerLoop is an answer goroutine: it writes an, then the answers handed
-// to it while idle, until none has come for Options.AnswerIdle. Kept for reuse, it
-// keeps the 8 KiB stack net/http's header writer needs; a goroutine per
-// answer grew to it every time (2.5 % of the server's CPU under load).
+// answerLoop is an answer goroutine: it writes an, then the answers
+// handed to it while idle, until none has come for Options.AnswerIdle.
+// Kept for reuse, it keeps the 8 KiB stack net/http's header writer
+// needs; a goroutine per answer grew to it every time (2.5 % of the
+// server's CPU under load).
 func (a *api) answerLoop(an *answer) {
 	idle := time.NewTimer(a.opts.AnswerIdle)
 	defer idle.Stop()
@@ -227,10 +228,10 @@ func (a *api) answerLoop(an *answer) {
 	}
 }
 
-// write answers the POST or the GET, and puts
-// the answer on the connection before the handler returns, so that
-// net/http writes nothing more on the connection's goroutine. A client
-// that has left gets nothing, and a shutdown's 503 is left to net/http.
+// write answers the POST or the GET, and puts the answer on the
+// connection before the handler returns, so that net/http writes nothing
+// more on the connection's goroutine. A client that has left gets
+// nothing, and a shutdown's 503 is left to net/http.
 func (an *answer) write() {
 	defer func() {
 		if p := recover(); p != nil {
