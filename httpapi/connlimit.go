@@ -57,6 +57,8 @@ type ConnLimitOptions struct {
 	Max     int          // open connections (max_connections); at least 1
 	Logger  *zap.Logger  // nil: no logs
 	Metrics *metrics.Set // nil: no metrics
+	// Cap names the cap in the refusals' log line; "": "max_connections".
+	Cap string
 }
 
 // ConnLimit caps the open connections of a listener (max_connections), so
@@ -83,9 +85,13 @@ func NewConnLimit(o ConnLimitOptions) *ConnLimit {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	capName := o.Cap
+	if capName == "" {
+		capName = "max_connections"
+	}
 	l := &ConnLimit{
 		max: int64(max(o.Max, 1)),
-		log: burstlog.New(log, "connections refused: max_connections reached", rejectLogPeriod),
+		log: burstlog.New(log, "connections refused: "+capName+" reached", rejectLogPeriod),
 	}
 	if o.Metrics != nil {
 		o.Metrics.NewGauge("zrc_rendezvous_open_connections", func() float64 { return float64(l.open.Load()) })

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -314,4 +315,71 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 	t.Fatal(fmt.Errorf("condition not met within 10s"))
+}
+
+// The metrics listener has no authentication; its connections are capped
+// (metricsMaxConnections) the way max_connections caps the main
+// listener's: one past the cap is answered 503 overloaded and closed, and
+// a place freed is taken again.
+func TestProcessMetricsListenerIsCapped(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	startServer(t, nil, "--metrics-listen", addr)
+	held := make([]net.Conn, metricsMaxConnections)
+	for i := range held {
+		if held[i], err = net.Dial("tcp", addr); err != nil {
+			t.Fatal(err)
+		}
+		defer held[i].Close()
+	}
+	scrape := func() (*http.Response, error) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n"); err != nil {
+			return nil, err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return nil, err
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		return resp, err
+	}
+	// The server counts a connection once it has accepted it: wait for
+	// all the held ones to count before the one past the cap.
+	var resp *http.Response
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if resp, err = scrape(); err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusOK || time.Now().After(deadline) {
+			break
+		}
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), `"error":"overloaded"`) {
+		t.Fatalf("scrape past the cap: %d %.200q; want 503 overloaded", resp.StatusCode, body)
+	}
+	held[0].Close()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if resp, err = scrape(); err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("scrape after a connection closed: %d; want 200", resp.StatusCode)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

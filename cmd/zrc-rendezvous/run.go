@@ -25,6 +25,9 @@ import (
 	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor/statefile"
 )
 
+// metricsMaxConnections caps the metrics listener's open connections.
+const metricsMaxConnections = 64
+
 func versionLine() string {
 	return fmt.Sprintf("zrc-rendezvous %s (%s, %s)", version, commit, runtime.Version())
 }
@@ -158,6 +161,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}()
 	var metricsSrv *http.Server
+	var metricsConns *httpapi.ConnLimit
 	if set != nil && cfg.MetricsListen != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
@@ -165,6 +169,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			sup.Close()
 			return fmt.Errorf("listen on %s (metrics_listen): %w", cfg.MetricsListen, err)
 		}
+		// A scraper needs a connection or two; the listener has no
+		// authentication, so its connections are capped like the main
+		// listener's, lest it run the process out of file descriptors.
+		metricsConns = httpapi.NewConnLimit(httpapi.ConnLimitOptions{
+			Max: metricsMaxConnections, Logger: log.Named("metrics"), Cap: "the metrics listener's connection cap",
+		})
+		mln = metricsConns.Listener(mln, nil)
 		metricsSrv = httpapi.NewServer(httpapi.MetricsHandler(set), root, httpapi.ServerOptions{
 			Addr: cfg.MetricsListen, ErrorLog: errLog,
 		})
@@ -235,6 +246,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if metricsSrv != nil {
 		metricsSrv.Close()
+		metricsConns.Close()
 	}
 	// The aggregated lines still pending (refusals at the cap, failed
 	// handshakes) come out now, before the totals.
