@@ -200,8 +200,8 @@ func (a *api) writeError(w http.ResponseWriter, r *http.Request, rt routeID, err
 			ctr.Inc()
 		}
 	}
-	// An explicit length: a GET's answer is flushed before its handler
-	// returns (receiveEndpoint), and without one that would go chunked.
+	// An explicit length: a mailbox answer is flushed before its handler
+	// returns (answer.write), and without one it would go chunked.
 	h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	w.WriteHeader(row.status)
 	_, _ = w.Write(body)
