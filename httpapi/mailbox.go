@@ -229,7 +229,7 @@ func (a *api) checkReceive(w http.ResponseWriter, r *http.Request) (rc *pendingG
 // long-poll's count against its source and returns rc to its pool.
 //
 //go:noinline
-func (a *api) answerReceive(w http.ResponseWriter, r *http.Request, rc *pendingGet, err error) error {
+func (a *api) answerReceive(w http.ResponseWriter, r *http.Request, rc *pendingGet, id actor.ID, err error) error {
 	var d actor.Delivery
 	if rc != nil {
 		rc.quota.Set(w.Header())
@@ -245,7 +245,6 @@ func (a *api) answerReceive(w http.ResponseWriter, r *http.Request, rc *pendingG
 		return err // shutdown answers 503 at once; a client that left gets nothing
 	}
 	ctx := r.Context()
-	id, _ := actor.ParseID(r.PathValue("id")) // checkReceive parsed it already
 	h := w.Header()
 	// Consume-on-read: no cache may keep or replay this answer (R2.6).
 	h["Cache-Control"] = hvNoStore

@@ -139,8 +139,7 @@ type postEndpoint struct{ *endpoint }
 func (e *postEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rep, id, n, err := e.a.acceptPost(w, r)
-	an := e.a.answers.Get().(*answer)
-	an.e, an.w, an.r, an.start = e.endpoint, w, r, start
+	an := e.newAnswer(w, r, start)
 	an.rep, an.id, an.n, an.err = rep, id, n, err
 	an.writeOffStack()
 }
@@ -154,9 +153,11 @@ func (e *postEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type receiveEndpoint struct{ *endpoint }
 
 func (e *receiveEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	an := e.a.answers.Get().(*answer)
-	an.e, an.w, an.r, an.start = e.endpoint, w, r, time.Now()
+	// The answer is taken first: across the wait this frame holds it
+	// rather than what it carries.
+	an := e.newAnswer(w, r, time.Now())
 	rc, id, wait, err := e.a.checkReceive(w, r)
+	an.id = id
 	if err == nil {
 		rc.wt, err = e.a.mb.StartReceive(r.Context(), id, wait)
 	}
@@ -178,11 +179,19 @@ type answer struct {
 	get   bool        // a GET whose wait is over: answer rc and err; else a POST
 	rc    *pendingGet // a GET's outcome, for answerReceive
 	rep   actor.PostReply
-	id    actor.ID // a POST's recipient, for its log line
 	n     int      // a POST's body length, for its log line
+	id    actor.ID // the recipient
 	err   error
 	panic any           // what write recovered, to panic with again
 	done  chan struct{} // buffered: write's last act, in its deferred func
+}
+
+// newAnswer takes an answer from the pool for a request to e that started
+// at start.
+func (e *endpoint) newAnswer(w http.ResponseWriter, r *http.Request, start time.Time) *answer {
+	an := e.a.answers.Get().(*answer)
+	an.e, an.w, an.r, an.start = e, w, r, start
+	return an
 }
 
 // writeOffStack has an answer goroutine run write (an idle one, or a new
@@ -247,7 +256,7 @@ func (an *answer) write() {
 	e, w, r := an.e, an.w, an.r
 	var err error
 	if an.get {
-		err = e.a.answerReceive(w, r, an.rc, an.err)
+		err = e.a.answerReceive(w, r, an.rc, an.id, an.err)
 	} else {
 		err = e.a.answerPost(w, an.rep, an.id, an.n, an.err)
 	}
