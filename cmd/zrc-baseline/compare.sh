@@ -11,8 +11,9 @@ ROUNDS=${1:-5}; M=${2:-1000}; RATE=${3:-2000}; DUR=${4:-8s}
 cd "$(dirname "$0")/../.."
 bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
-go build -o "$bin/zrc" ./cmd/zrc-rendezvous
-go build -o "$bin/base" ./cmd/zrc-baseline
+# Both static, as releases are built (Taskfile.yml).
+CGO_ENABLED=0 go build -o "$bin/zrc" ./cmd/zrc-rendezvous
+CGO_ENABLED=0 go build -o "$bin/base" ./cmd/zrc-baseline
 ulimit -n "$(ulimit -Hn)"
 # Defaults, but for the per-source limits: all the load comes from one host.
 FLAGS="--listen-addr 127.0.0.1 --rate-limit-posts-per-minute 100000000 --rate-limit-gets-per-minute 100000000
@@ -20,7 +21,10 @@ FLAGS="--listen-addr 127.0.0.1 --rate-limit-posts-per-minute 100000000 --rate-li
 LOAD="--mailboxes $M --posters 8 --rate $RATE --size 1024 --warmup 2s --duration $DUR --json --quiet"
 for r in $(seq 1 "$ROUNDS"); do
 	port=$((18300 + r * 2))
-	for which in base zrc; do
+	# Which server goes first alternates, so that neither always meets the
+	# machine in the state the other left it.
+	order="base zrc"; [ $((r % 2)) = 0 ] && order="zrc base"
+	for which in $order; do
 		port=$((port + 1))
 		if [ "$which" = base ]; then
 			"$bin/base" --listen "127.0.0.1:$port" >/dev/null 2>&1 &
@@ -43,6 +47,7 @@ def ratio(f):
     v = [f(z) / f(b) for b, z in runs]
     return f"{statistics.median(v):.2f}x  (rounds: {', '.join(f'{x:.2f}' for x in v)})"
 print("server CPU per delivered message:", ratio(lambda j: j["server"]["cpu_us_per_delivered"]))
+print("p50 delivery latency:            ", ratio(lambda j: j["latency_ms"]["p50"]))
 print("p99 delivery latency:            ", ratio(lambda j: j["latency_ms"]["p99"]))
 print("RSS under load:                  ", ratio(lambda j: j["server"]["rss_bytes"]))
 for name, i in (("baseline", 0), ("zrc-rendezvous", 1)):
