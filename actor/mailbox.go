@@ -212,7 +212,7 @@ func (r *Recycler) waiter() *Waiter {
 			return w
 		}
 	}
-	return &Waiter{reply: make(chan Delivery, 1)}
+	return &Waiter{ready: make(chan struct{}, 1)}
 }
 
 // Park asks for the oldest message and returns at once; the answer comes
@@ -230,7 +230,7 @@ func (m *Mailbox) Park(ctx context.Context, wait time.Duration) (*Waiter, error)
 	}
 	if wait > 0 {
 		if w.timer == nil {
-			w.timer = time.NewTimer(wait)
+			w.timer = time.AfterFunc(wait, w.expire)
 		} else {
 			w.timer.Reset(wait)
 		}
@@ -245,32 +245,21 @@ func (m *Mailbox) Park(ctx context.Context, wait time.Duration) (*Waiter, error)
 // caller's context ended, or ErrStopped when the actor stopped (only Close
 // stops an actor with live waiters).
 //
-// Its frame is kept small (no defers, the delivery received straight into
-// the Waiter) because a parked long-poll's whole stack sits above it.
+// Its frame is kept small (no defers, the delivery left in the Waiter)
+// because a parked long-poll's whole stack sits above it.
 func (w *Waiter) Await() error {
-	var expired <-chan time.Time
-	if w.timing {
-		expired = w.timer.C
-	}
-	var err error
-	answered := false
-	// Three cases, not four: a stopping actor answers its waiters through
-	// their reply channel rather than being watched through done, which
-	// spares every parked long-poll one wait record (docs/performance.md).
+	// Two cases: the deadline and a stopping actor answer through ready
+	// too, which spares every parked long-poll two wait records
+	// (docs/performance.md).
 	select {
-	case w.got = <-w.reply:
-		answered = true
-	case <-expired:
+	case <-w.ready:
 	case <-w.ctx.Done():
-		err = context.Cause(w.ctx)
-	}
-	if !answered {
 		if w.state.CompareAndSwap(waiting, cancelled) {
 			w.finish()
-			return err
+			return context.Cause(w.ctx)
 		}
-		// The actor served this waiter first; its delivery is already sent.
-		w.got = <-w.reply
+		// The actor or the deadline answered first; the answer is sent.
+		<-w.ready
 	}
 	w.finish()
 	if w.got.stopped {
@@ -283,7 +272,7 @@ func (w *Waiter) Await() error {
 // finish releases what a waiting receive held.
 func (w *Waiter) finish() {
 	if w.timing {
-		w.timer.Stop()
+		w.late = !w.timer.Stop()
 		w.timing = false
 		w.mb.opts.Stats.Waiting.Add(-1)
 	}
@@ -296,9 +285,10 @@ func (w *Waiter) Delivery() Delivery { return w.got }
 // Delivery; the Waiter must not be used afterwards. Only a waiter the actor
 // served is reused: the actor is done with it once its answer was taken. A
 // waiter its caller cancelled may still sit in the actor's list until the
-// next prune, so it is left to the garbage collector.
+// next prune, and one whose timer fired as it was served may still run
+// expire, so those are left to the garbage collector.
 func (w *Waiter) Release() {
-	if w.state.Load() != served || w.mb.opts.Recycler == nil {
+	if w.state.Load() != served || w.late || w.mb.opts.Recycler == nil {
 		return
 	}
 	r := w.mb.opts.Recycler
@@ -383,13 +373,13 @@ func (c *getCmd) handle(m *Mailbox) {
 			return // the caller has gone: nothing leaves the queue (Z2)
 		}
 		if m.q.len() == 0 {
-			w.reply <- Delivery{}
+			w.answer(Delivery{})
 			return
 		}
 		msg := m.q.popFront()
 		m.dequeued(msg)
 		m.opts.Stats.Delivered.Add(1)
-		w.reply <- Delivery{Message: msg, QueueLen: m.q.len(), OK: true}
+		w.answer(Delivery{Message: msg, QueueLen: m.q.len(), OK: true})
 		return
 	}
 	if len(m.parked) >= m.pruneAt {
@@ -440,11 +430,11 @@ func (c *stopCmd) handle(m *Mailbox) {
 		m.dequeued(msg)
 		msgs = append(msgs, msg)
 	}
-	// Parked waiters learn of the stop from their reply channel (Await
-	// does not watch done).
+	// Parked waiters learn of the stop from their answer (Await does not
+	// watch done).
 	for _, w := range m.parked {
 		if w.state.CompareAndSwap(waiting, served) {
-			w.reply <- Delivery{stopped: true}
+			w.answer(Delivery{stopped: true})
 		}
 	}
 	m.parked = nil
@@ -462,7 +452,7 @@ func (m *Mailbox) handoff(msg Message) bool {
 			continue
 		}
 		m.opts.Stats.Delivered.Add(1)
-		w.reply <- Delivery{Message: msg, QueueLen: m.q.len(), OK: true}
+		w.answer(Delivery{Message: msg, QueueLen: m.q.len(), OK: true})
 		return true
 	}
 	return false

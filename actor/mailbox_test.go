@@ -147,7 +147,7 @@ func TestHandoffSkipsDoneContext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mb, _ := startTest(t, 10)
 		ctx, cancel := context.WithCancel(context.Background())
-		w := &Waiter{ctx: ctx, reply: make(chan Delivery, 1), mb: mb}
+		w := &Waiter{ctx: ctx, ready: make(chan struct{}, 1), mb: mb}
 		if err := mb.send(&getCmd{w: w, wait: true}); err != nil {
 			t.Fatal(err)
 		}
@@ -156,8 +156,8 @@ func TestHandoffSkipsDoneContext(t *testing.T) {
 			t.Fatalf("queue length %d; want 1: message went to a gone waiter", r.QueueLen)
 		}
 		select {
-		case d := <-w.reply:
-			t.Fatalf("gone waiter got %+v", d)
+		case <-w.ready:
+			t.Fatalf("gone waiter got %+v", w.got)
 		default:
 		}
 	})
@@ -427,19 +427,77 @@ func TestRecyclerNeverReusesCancelledWaiter(t *testing.T) {
 			t.Fatalf("Await: %v; want context.Canceled", err)
 		}
 		w.Release()
-		for i := range 100 {
-			mustPost(t, mb, "x")
-			next, err := mb.Park(context.Background(), time.Minute)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if next == w {
-				t.Fatalf("round %d: the cancelled waiter was handed out again", i)
-			}
-			if err := next.Await(); err != nil || string(next.Delivery().Message.Body) != "x" {
-				t.Fatalf("round %d: got %+v, %v", i, next.Delivery(), err)
-			}
-			next.Release()
+		neverHandedOutAgain(t, mb, w)
+	})
+}
+
+// neverHandedOutAgain serves a hundred receives on mb, each taking a
+// waiter from its Recycler, and fails if one of them is w.
+func neverHandedOutAgain(t *testing.T, mb *Mailbox, w *Waiter) {
+	t.Helper()
+	for i := range 100 {
+		mustPost(t, mb, "y")
+		next, err := mb.Park(context.Background(), time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if next == w {
+			t.Fatalf("round %d: the waiter was handed out again", i)
+		}
+		if err := next.Await(); err != nil || string(next.Delivery().Message.Body) != "y" {
+			t.Fatalf("round %d: got %+v, %v", i, next.Delivery(), err)
+		}
+		next.Release()
+	}
+}
+
+// A waiter served in the instant its deadline passed may still have its
+// timer's expire to run, so the Recycler never hands it out again: a late
+// expire must not touch the receive it would serve next.
+func TestRecyclerNeverReusesWaiterWithLateTimer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb := Start(ID{7}, &Options{MaxQueueLength: 10, TTL: testTTL, Now: time.Now, Stats: &Stats{}, Recycler: &Recycler{}}, 0, nil)
+		defer mb.Stop()
+		w, err := mb.Park(context.Background(), time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		mustPost(t, mb, "x") // served ...
+		time.Sleep(time.Minute)
+		synctest.Wait() // ... and the deadline passed before Await ran
+		if err := w.Await(); err != nil || string(w.Delivery().Message.Body) != "x" {
+			t.Fatalf("Await: %+v, %v; want the message x", w.Delivery(), err)
+		}
+		w.Release()
+		neverHandedOutAgain(t, mb, w)
+	})
+}
+
+// A wait that passes answers "no message" and leaves the waiter out of
+// the running: the next message stays queued rather than going to it.
+func TestDeadlineAnswersNoneAndKeepsNextMessage(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb, st := startTest(t, 10)
+		w, err := mb.Park(context.Background(), time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Waiting.Load() != 1 {
+			t.Fatalf("Waiting = %d while parked; want 1", st.Waiting.Load())
+		}
+		time.Sleep(time.Second)
+		if err := w.Await(); err != nil {
+			t.Fatalf("Await: %v; want nil", err)
+		}
+		if d := w.Delivery(); d.OK || d.Message.Body != nil {
+			t.Fatalf("Delivery = %+v; want none", d)
+		}
+		if st.Waiting.Load() != 0 {
+			t.Fatalf("Waiting = %d after the deadline; want 0", st.Waiting.Load())
+		}
+		if r := mustPost(t, mb, "x"); r.QueueLen != 1 {
+			t.Fatalf("queue length %d after the post; want 1: the message went to an expired waiter", r.QueueLen)
 		}
 	})
 }

@@ -108,16 +108,41 @@ const (
 // long-poll shallow: the HTTP handler waits in Await right under its own
 // frame, so that net/http's connection goroutine fits a 4 KiB stack while
 // it waits (docs/performance.md).
+//
+// Its one answer comes through ready, from whichever party moved it out of
+// waiting: the actor (a message, "none", or a stop, written to got first)
+// or the deadline's timer (got left empty). One channel and a timer that
+// runs a function, rather than a Delivery channel and a timer channel,
+// spare every parked long-poll a timer channel, a wait record of Await's
+// select and the Delivery buffer (docs/performance.md).
 type Waiter struct {
 	ctx   context.Context
 	state atomic.Int32
-	reply chan Delivery // buffer 1
+	ready chan struct{} // buffer 1
 	mb    *Mailbox
 	cmd   getCmd      // the command that carries it, allocated with it
-	timer *time.Timer // kept across reuses
+	timer *time.Timer // runs expire; kept across reuses
 	// timing is set while timer runs for a receive that waits.
 	timing bool
-	got    Delivery // set by Await
+	// late is set when the timer could not be stopped: its expire may
+	// still run, so the Waiter is not reused.
+	late bool
+	got  Delivery // written before ready is signalled
+}
+
+// answer gives the waiter its delivery; the caller has moved it from
+// waiting to served.
+func (w *Waiter) answer(d Delivery) {
+	w.got = d
+	w.ready <- struct{}{}
+}
+
+// expire is the deadline of a receive that waits, run by its timer: the
+// answer is "no message" unless the actor or the caller got there first.
+func (w *Waiter) expire() {
+	if w.state.CompareAndSwap(waiting, cancelled) {
+		w.ready <- struct{}{}
+	}
 }
 
 // gone reports whether the waiter can no longer take a message: its caller
