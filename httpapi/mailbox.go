@@ -43,7 +43,7 @@ func (a *api) acceptPost(w http.ResponseWriter, r *http.Request) (rep actor.Post
 		return rep, id, 0, err
 	}
 	t.Quota().Set(w.Header())
-	if id, err = actor.ParseID(r.PathValue("id")); err != nil {
+	if id, err = actor.ParseID(recipientSegment(r)); err != nil {
 		return rep, id, 0, err
 	}
 	if err := t.Authorize(w, r, id); err != nil {
@@ -206,7 +206,7 @@ func (a *api) checkReceive(w http.ResponseWriter, r *http.Request) (rc *pendingG
 	// quota for the answer's headers.
 	rc = a.receives.Get().(*pendingGet)
 	rc.quota = t.Quota()
-	if id, err = actor.ParseID(r.PathValue("id")); err != nil {
+	if id, err = actor.ParseID(recipientSegment(r)); err != nil {
 		return rc, id, 0, err
 	}
 	if err := t.Authorize(w, r, id); err != nil {
