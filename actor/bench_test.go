@@ -24,7 +24,7 @@ func BenchmarkPostReceive(b *testing.B) {
 		if _, err := mb.Post(body); err != nil {
 			b.Fatal(err)
 		}
-		w, err := mb.Park(ctx, 0)
+		w, err := mb.Park(ctx, 0, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -42,7 +42,7 @@ func BenchmarkHandoff(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		w, err := mb.Park(ctx, time.Minute)
+		w, err := mb.Park(ctx, time.Minute, nil)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -17,6 +17,7 @@ package actor
 
 import (
 	"context"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -212,55 +213,82 @@ func (r *Recycler) waiter() *Waiter {
 			return w
 		}
 	}
-	return &Waiter{ready: make(chan struct{}, 1)}
+	return new(Waiter)
 }
 
-// Park asks for the oldest message and returns at once; the answer comes
-// through the returned Waiter's Await, which the caller must call. The
-// only error is ErrStopped; ctx is the caller's, which Await watches.
-func (m *Mailbox) Park(ctx context.Context, wait time.Duration) (*Waiter, error) {
+// Park asks for the oldest message and returns at once. When the answer
+// is in, n is told (nil: the caller waits in Await) and the caller takes
+// it with Collect; a caller that gives up first calls Cancel. The only
+// error is ErrStopped; ctx is the caller's: a waiter whose context has
+// ended is never handed a message.
+//
+// Everything the answer's collector reads is set before the command goes
+// to the actor: from then on the answer may be collected on another
+// goroutine at any moment.
+func (m *Mailbox) Park(ctx context.Context, wait time.Duration, n Notifier) (*Waiter, error) {
 	w := m.opts.Recycler.waiter()
-	w.ctx, w.mb = ctx, m
+	if n == nil {
+		if w.ready == nil {
+			w.ready = make(readySignal, 1)
+		}
+		n = w.ready
+	}
+	w.ctx, w.mb, w.notify = ctx, m, n
 	w.state.Store(waiting)
 	w.cmd = getCmd{w: w, wait: wait > 0}
+	if wait > 0 {
+		w.timing = true
+		m.opts.Stats.Waiting.Add(1)
+		if w.timer == nil {
+			// Made idle, so that w.timer is set before it can fire.
+			w.timer = time.AfterFunc(math.MaxInt64, w.expire)
+		}
+		w.timer.Reset(wait)
+	}
 	if err := m.send(&w.cmd); err != nil {
+		if !w.Cancel() {
+			// The deadline came first and its "no message" is on its
+			// way to n: that is the answer.
+			return w, nil
+		}
 		w.state.Store(served) // the actor never saw it: reusable
 		w.Release()
 		return nil, err
 	}
-	if wait > 0 {
-		if w.timer == nil {
-			w.timer = time.AfterFunc(wait, w.expire)
-		} else {
-			w.timer.Reset(wait)
-		}
-		w.timing = true
-		m.opts.Stats.Waiting.Add(1)
-	}
 	return w, nil
 }
 
-// Await waits for the answer to Park and keeps it for Delivery: a message,
-// or OK=false when the wait passed. It returns ctx's cause when the
-// caller's context ended, or ErrStopped when the actor stopped (only Close
-// stops an actor with live waiters).
-//
-// Its frame is kept small (no defers, the delivery left in the Waiter)
-// because a parked long-poll's whole stack sits above it.
+// Await waits for the answer to a Park without a Notifier and keeps it for
+// Delivery: a message, or OK=false when the wait passed. It returns ctx's
+// cause when the caller's context ended, or ErrStopped when the actor
+// stopped (only Close stops an actor with live waiters).
 func (w *Waiter) Await() error {
-	// Two cases: the deadline and a stopping actor answer through ready
-	// too, which spares every parked long-poll two wait records
-	// (docs/performance.md).
 	select {
 	case <-w.ready:
 	case <-w.ctx.Done():
-		if w.state.CompareAndSwap(waiting, cancelled) {
-			w.finish()
+		if w.Cancel() {
 			return context.Cause(w.ctx)
 		}
 		// The actor or the deadline answered first; the answer is sent.
 		<-w.ready
 	}
+	return w.Collect()
+}
+
+// Cancel withdraws a receive whose answer has not come, and reports
+// whether it did: false means the answer is in or on its way to the
+// Notifier, to be collected.
+func (w *Waiter) Cancel() bool {
+	if !w.state.CompareAndSwap(waiting, cancelled) {
+		return false
+	}
+	w.finish()
+	return true
+}
+
+// Collect takes the answer once the Notifier was told, keeping it for
+// Delivery; ErrStopped when the actor stopped.
+func (w *Waiter) Collect() error {
 	w.finish()
 	if w.got.stopped {
 		w.got = Delivery{}
@@ -269,7 +297,8 @@ func (w *Waiter) Await() error {
 	return nil
 }
 
-// finish releases what a waiting receive held.
+// finish releases what a waiting receive held; it runs once, from Cancel
+// or Collect.
 func (w *Waiter) finish() {
 	if w.timing {
 		w.late = !w.timer.Stop()
@@ -278,7 +307,7 @@ func (w *Waiter) finish() {
 	}
 }
 
-// Delivery is the answer Await collected.
+// Delivery is the answer Collect or Await took.
 func (w *Waiter) Delivery() Delivery { return w.got }
 
 // Release gives the Waiter back for reuse once its caller has read the
@@ -292,7 +321,7 @@ func (w *Waiter) Release() {
 		return
 	}
 	r := w.mb.opts.Recycler
-	w.ctx, w.mb, w.got, w.cmd = nil, nil, Delivery{}, getCmd{}
+	w.ctx, w.mb, w.notify, w.got, w.cmd = nil, nil, nil, Delivery{}, getCmd{}
 	r.waiters.Put(w)
 }
 
@@ -354,8 +383,13 @@ func (c *postCmd) handle(m *Mailbox) {
 	msg := Message{Seq: m.nextSeq, Body: c.body, Arrived: now}
 	m.nextSeq++
 	m.opts.Stats.Posted.Add(1)
-	if m.handoff(msg) {
+	if w := m.liveWaiter(); w != nil {
+		m.opts.Stats.Delivered.Add(1)
+		// The POST is answered first: whoever the waiter's Notifier wakes
+		// to write the delivery is then what this processor runs next,
+		// rather than the POST's goroutine (docs/architecture.md).
 		c.reply <- postResult{r: PostReply{Seq: msg.Seq}}
+		w.answer(Delivery{Message: msg, QueueLen: m.q.len(), OK: true})
 		return
 	}
 	m.q.pushBack(msg)
@@ -444,6 +478,18 @@ func (c *stopCmd) handle(m *Mailbox) {
 
 // handoff gives msg to the oldest live waiter, skipping those that are gone.
 func (m *Mailbox) handoff(msg Message) bool {
+	w := m.liveWaiter()
+	if w == nil {
+		return false
+	}
+	m.opts.Stats.Delivered.Add(1)
+	w.answer(Delivery{Message: msg, QueueLen: m.q.len(), OK: true})
+	return true
+}
+
+// liveWaiter takes the oldest live waiter out of the list and moves it to
+// served, skipping those that are gone; nil when none is left.
+func (m *Mailbox) liveWaiter() *Waiter {
 	for len(m.parked) > 0 {
 		w := m.parked[0]
 		m.parked[0] = nil
@@ -451,11 +497,9 @@ func (m *Mailbox) handoff(msg Message) bool {
 		if w.ctx.Err() != nil || !w.state.CompareAndSwap(waiting, served) {
 			continue
 		}
-		m.opts.Stats.Delivered.Add(1)
-		w.answer(Delivery{Message: msg, QueueLen: m.q.len(), OK: true})
-		return true
+		return w
 	}
-	return false
+	return nil
 }
 
 // pruneWaiters drops waiters whose callers gave up; run calls it before

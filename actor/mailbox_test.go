@@ -147,7 +147,8 @@ func TestHandoffSkipsDoneContext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mb, _ := startTest(t, 10)
 		ctx, cancel := context.WithCancel(context.Background())
-		w := &Waiter{ctx: ctx, ready: make(chan struct{}, 1), mb: mb}
+		w := &Waiter{ctx: ctx, ready: make(readySignal, 1), mb: mb}
+		w.notify = w.ready
 		if err := mb.send(&getCmd{w: w, wait: true}); err != nil {
 			t.Fatal(err)
 		}
@@ -417,7 +418,7 @@ func TestRecyclerNeverReusesCancelledWaiter(t *testing.T) {
 		mb := Start(ID{6}, &Options{MaxQueueLength: 10, TTL: testTTL, Now: time.Now, Stats: &Stats{}, Recycler: &Recycler{}}, 0, nil)
 		defer mb.Stop()
 		ctx, cancel := context.WithCancel(context.Background())
-		w, err := mb.Park(ctx, time.Minute)
+		w, err := mb.Park(ctx, time.Minute, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -437,7 +438,7 @@ func neverHandedOutAgain(t *testing.T, mb *Mailbox, w *Waiter) {
 	t.Helper()
 	for i := range 100 {
 		mustPost(t, mb, "y")
-		next, err := mb.Park(context.Background(), time.Minute)
+		next, err := mb.Park(context.Background(), time.Minute, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -458,7 +459,7 @@ func TestRecyclerNeverReusesWaiterWithLateTimer(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mb := Start(ID{7}, &Options{MaxQueueLength: 10, TTL: testTTL, Now: time.Now, Stats: &Stats{}, Recycler: &Recycler{}}, 0, nil)
 		defer mb.Stop()
-		w, err := mb.Park(context.Background(), time.Minute)
+		w, err := mb.Park(context.Background(), time.Minute, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -479,7 +480,7 @@ func TestRecyclerNeverReusesWaiterWithLateTimer(t *testing.T) {
 func TestDeadlineAnswersNoneAndKeepsNextMessage(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mb, st := startTest(t, 10)
-		w, err := mb.Park(context.Background(), time.Second)
+		w, err := mb.Park(context.Background(), time.Second, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -518,7 +519,7 @@ func TestActorHibernatesBetweenCommands(t *testing.T) {
 		hibernating("start")
 		mustPost(t, mb, "a")
 		hibernating("a post")
-		w, err := mb.Park(context.Background(), time.Minute)
+		w, err := mb.Park(context.Background(), time.Minute, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -526,7 +527,7 @@ func TestActorHibernatesBetweenCommands(t *testing.T) {
 			t.Fatalf("got %+v, %v; want a", w.Delivery(), err)
 		}
 		hibernating("a get")
-		w, err = mb.Park(context.Background(), time.Minute) // nothing queued: parks
+		w, err = mb.Park(context.Background(), time.Minute, nil) // nothing queued: parks
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -579,4 +580,94 @@ func TestHibernationRacesLoseNothing(t *testing.T) {
 	if d, _ := mb.Receive(context.Background(), 0); d.OK {
 		t.Fatalf("left over: %q", d.Message.Body)
 	}
+}
+
+// recordingNotifier records each Waiter it is told about.
+type recordingNotifier chan *Waiter
+
+func (n recordingNotifier) Notify(w *Waiter) { n <- w }
+
+// A Notifier is told once, with the Waiter, whichever way the wait ends —
+// a message already queued, a hand-off, the deadline, a stop — and never
+// for a receive its caller cancelled; Collect then gives the answer.
+func TestNotifierToldOnceWithTheAnswer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb, st := startTest(t, 10)
+		n := make(recordingNotifier, 4)
+		told := func(what string, w *Waiter) {
+			t.Helper()
+			synctest.Wait()
+			if len(n) != 1 {
+				t.Fatalf("%s: told %d times; want once", what, len(n))
+			}
+			if got := <-n; got != w {
+				t.Fatalf("%s: told about %p; want the parked waiter %p", what, got, w)
+			}
+		}
+		park := func(wait time.Duration) *Waiter {
+			t.Helper()
+			w, err := mb.Park(context.Background(), wait, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return w
+		}
+
+		mustPost(t, mb, "queued")
+		w := park(0)
+		told("queued message", w)
+		if err := w.Collect(); err != nil || string(w.Delivery().Message.Body) != "queued" {
+			t.Fatalf("Collect: %+v, %v; want the queued message", w.Delivery(), err)
+		}
+
+		w = park(time.Minute)
+		synctest.Wait()
+		if len(n) != 0 {
+			t.Fatal("told before anything came")
+		}
+		if r := mustPost(t, mb, "handed"); r.QueueLen != 0 {
+			t.Fatalf("post queued it (length %d); want it handed to the waiter", r.QueueLen)
+		}
+		told("hand-off", w)
+		if w.Cancel() {
+			t.Fatal("Cancel after the hand-off won; want false")
+		}
+		if err := w.Collect(); err != nil || string(w.Delivery().Message.Body) != "handed" {
+			t.Fatalf("Collect: %+v, %v; want the handed message", w.Delivery(), err)
+		}
+		if st.Waiting.Load() != 0 {
+			t.Fatalf("Waiting = %d after Collect; want 0", st.Waiting.Load())
+		}
+
+		w = park(time.Second)
+		time.Sleep(time.Second)
+		told("deadline", w)
+		if err := w.Collect(); err != nil || w.Delivery().OK {
+			t.Fatalf("Collect: %+v, %v; want no message", w.Delivery(), err)
+		}
+
+		w = park(time.Minute)
+		if !w.Cancel() {
+			t.Fatal("Cancel of a waiting receive lost")
+		}
+		if r := mustPost(t, mb, "kept"); r.QueueLen != 1 {
+			t.Fatalf("queue length %d; want 1: the message went to a cancelled receive", r.QueueLen)
+		}
+		time.Sleep(2 * time.Minute)
+		synctest.Wait()
+		if len(n) != 0 {
+			t.Fatal("a cancelled receive's Notifier was told")
+		}
+		if st.Waiting.Load() != 0 {
+			t.Fatalf("Waiting = %d after Cancel; want 0", st.Waiting.Load())
+		}
+
+		mustReceive(t, mb, 0) // takes "kept"
+		w = park(time.Minute)
+		mb.Stop()
+		told("stop", w)
+		if err := w.Collect(); !errors.Is(err, ErrStopped) {
+			t.Fatalf("Collect after Stop: %v; want ErrStopped", err)
+		}
+	})
 }

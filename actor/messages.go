@@ -103,45 +103,60 @@ const (
 	cancelled
 )
 
-// Waiter is a receive in progress: Mailbox.Park hands it to the actor and
-// Await collects the answer. Splitting the two keeps the stack of a parked
-// long-poll shallow: the HTTP handler waits in Await right under its own
-// frame, so that net/http's connection goroutine fits a 4 KiB stack while
-// it waits (docs/performance.md).
+// Waiter is a receive in progress: Mailbox.Park hands it to the actor, and
+// its Notifier learns when the answer is in, on the goroutine that ended
+// the wait. The caller then takes the answer with Collect, or waits for it
+// in Await. Splitting the two keeps the stack of a parked long-poll
+// shallow: the HTTP handler waits right under its own frame, so that
+// net/http's connection goroutine fits a 4 KiB stack while it waits
+// (docs/performance.md).
 //
-// Its one answer comes through ready, from whichever party moved it out of
+// Its one notification comes from whichever party moved it out of
 // waiting: the actor (a message, "none", or a stop, written to got first)
-// or the deadline's timer (got left empty). One channel and a timer that
-// runs a function, rather than a Delivery channel and a timer channel,
-// spare every parked long-poll a timer channel, a wait record of Await's
-// select and the Delivery buffer (docs/performance.md).
+// or the deadline's timer (got left empty). A timer that runs a function,
+// rather than a Delivery channel and a timer channel, spares every parked
+// long-poll a timer channel, a wait record and the Delivery buffer
+// (docs/performance.md).
 type Waiter struct {
-	ctx   context.Context
-	state atomic.Int32
-	ready chan struct{} // buffer 1
-	mb    *Mailbox
-	cmd   getCmd      // the command that carries it, allocated with it
-	timer *time.Timer // runs expire; kept across reuses
+	ctx    context.Context
+	state  atomic.Int32
+	notify Notifier
+	ready  readySignal // Await's Notifier, made on first use
+	mb     *Mailbox
+	cmd    getCmd      // the command that carries it, allocated with it
+	timer  *time.Timer // runs expire; kept across reuses
 	// timing is set while timer runs for a receive that waits.
 	timing bool
 	// late is set when the timer could not be stopped: its expire may
 	// still run, so the Waiter is not reused.
 	late bool
-	got  Delivery // written before ready is signalled
+	got  Delivery // written before notify is told
 }
+
+// Notifier learns that a Waiter's answer is in. Notify is called once per
+// Park, on the actor's goroutine or the deadline timer's, possibly before
+// Park has returned, so it carries the Waiter and must return at once;
+// whoever it wakes takes the answer with Collect.
+type Notifier interface{ Notify(*Waiter) }
+
+// readySignal is the Notifier Await waits on: a channel with a buffer of
+// one.
+type readySignal chan struct{}
+
+func (c readySignal) Notify(*Waiter) { c <- struct{}{} }
 
 // answer gives the waiter its delivery; the caller has moved it from
 // waiting to served.
 func (w *Waiter) answer(d Delivery) {
 	w.got = d
-	w.ready <- struct{}{}
+	w.notify.Notify(w)
 }
 
 // expire is the deadline of a receive that waits, run by its timer: the
 // answer is "no message" unless the actor or the caller got there first.
 func (w *Waiter) expire() {
 	if w.state.CompareAndSwap(waiting, cancelled) {
-		w.ready <- struct{}{}
+		w.notify.Notify(w)
 	}
 }
 

@@ -11,7 +11,7 @@ import (
 // or OK=false when wait passes (R2.4, R2.5). It returns ctx's cause when the
 // caller's context ends and ErrStopped when the actor stops meanwhile.
 func (m *Mailbox) Receive(ctx context.Context, wait time.Duration) (Delivery, error) {
-	w, err := m.Park(ctx, wait)
+	w, err := m.Park(ctx, wait, nil)
 	if err != nil {
 		return Delivery{}, err
 	}

@@ -22,10 +22,10 @@ import (
 // Mailboxes is what the HTTP layer needs of the mailbox engine.
 type Mailboxes interface {
 	Post(ctx context.Context, id actor.ID, body []byte) (actor.PostReply, error)
-	// StartReceive parks a receive and returns at once; the handler waits
-	// in the Waiter's Await itself, to keep a parked long-poll's stack
-	// shallow. A nil Waiter and nil error: no mailbox, and no wait.
-	StartReceive(ctx context.Context, id actor.ID, wait time.Duration) (*actor.Waiter, error)
+	// StartReceive parks a receive and returns at once; n learns when
+	// the answer is in (actor.Mailbox.Park). A nil Waiter and nil error:
+	// no mailbox, and no wait.
+	StartReceive(ctx context.Context, id actor.ID, wait time.Duration, n actor.Notifier) (*actor.Waiter, error)
 	Requeue(id actor.ID, msg actor.Message) error
 	Snapshot() supervisor.Snapshot
 }

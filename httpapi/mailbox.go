@@ -234,6 +234,9 @@ func (a *api) answerReceive(w http.ResponseWriter, r *http.Request, rc *pendingG
 	if rc != nil {
 		rc.quota.Set(w.Header())
 		if rc.wt != nil {
+			if err == nil {
+				err = rc.wt.Collect()
+			}
 			d = rc.wt.Delivery()
 			rc.wt.Release()
 		}

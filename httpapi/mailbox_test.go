@@ -220,23 +220,26 @@ func TestClientDisconnectKeepsMessage(t *testing.T) {
 }
 
 // cancelAfterReceive decorates the real engine: it ends the request's
-// context right after a hand-off, as a client leaving at that moment would.
+// context right after a hand-off, before the answer is written, as a
+// client leaving at that moment would.
 type cancelAfterReceive struct {
 	Mailboxes
 	cancel context.CancelCauseFunc
 	cause  error
-	left   int64 // messages queued once the actor has handed one over
 }
 
-func (c *cancelAfterReceive) StartReceive(ctx context.Context, id actor.ID, wait time.Duration) (*actor.Waiter, error) {
-	w, err := c.Mailboxes.StartReceive(ctx, id, wait)
-	// The actor counts a message out of the queue before it hands it
-	// over: once the count drops, the hand-off has happened.
-	for err == nil && c.Mailboxes.Snapshot().Messages != c.left {
-		runtime.Gosched()
-	}
-	c.cancel(c.cause)
-	return w, err
+func (c *cancelAfterReceive) StartReceive(ctx context.Context, id actor.ID, wait time.Duration, n actor.Notifier) (*actor.Waiter, error) {
+	return c.Mailboxes.StartReceive(ctx, id, wait, cancelThenNotify{c, n})
+}
+
+type cancelThenNotify struct {
+	c *cancelAfterReceive
+	n actor.Notifier
+}
+
+func (cn cancelThenNotify) Notify(w *actor.Waiter) {
+	cn.c.cancel(cn.c.cause)
+	cn.n.Notify(w)
 }
 
 // TestHandOffToGoneClient (Z2): when the request's context is done after
@@ -260,7 +263,7 @@ func TestHandOffToGoneClient(t *testing.T) {
 			wantAccepted(t, s.post(id, "second"), seq0+1, 2)
 
 			ctx, cancel := context.WithCancelCause(context.Background())
-			dec := &cancelAfterReceive{Mailboxes: s.sup, cancel: cancel, cause: tt.cause, left: 1}
+			dec := &cancelAfterReceive{Mailboxes: s.sup, cancel: cancel, cause: tt.cause}
 			h := New(Deps{Mailboxes: dec, Options: defaultConfig().api})
 			w := &spyWriter{ResponseRecorder: httptest.NewRecorder()}
 			h.ServeHTTP(w, httptest.NewRequestWithContext(ctx, "GET", mailboxPath(id)+"?wait_ms=0", nil))

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"time"
@@ -189,10 +190,15 @@ func (e *postEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // receiveEndpoint serves GET /v1/mailbox/{id}. A long-poll parks the
 // connection's goroutine, so this ServeHTTP is the frame the wait happens
-// under, with nothing between it and the select in Await but small
-// frames: the checks live in a function that has returned before the
-// wait (creating the mailbox is the deepest point before it, and stays
-// under 4 KiB), and the answer is written off the connection's goroutine.
+// under, with nothing between it and its select but small frames: the
+// checks live in a function that has returned before the wait (creating
+// the mailbox is the deepest point before it, and stays under 4 KiB), and
+// the answer is written off the connection's goroutine.
+//
+// The answer is the receive's Notifier: the actor (or the deadline) hands
+// it straight to an answer goroutine, so that a delivery is written
+// without first waking this goroutine, which waits for the answer to be
+// written and only then returns.
 type receiveEndpoint struct{ *endpoint }
 
 func (e *receiveEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -200,15 +206,28 @@ func (e *receiveEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// rather than what it carries.
 	an := e.newAnswer(w, r, time.Now())
 	rc, id, wait, err := e.a.checkReceive(w, r)
-	an.id = id
+	an.get, an.rc, an.id = true, rc, id
+	var wt *actor.Waiter
 	if err == nil {
-		rc.wt, err = e.a.mb.StartReceive(r.Context(), id, wait)
+		wt, err = e.a.mb.StartReceive(r.Context(), id, wait, an)
 	}
-	if rc != nil && rc.wt != nil {
-		err = rc.wt.Await()
+	if wt == nil {
+		an.err = err
+		an.writeOffStack()
+		return
 	}
-	an.get, an.rc, an.err = true, rc, err
-	an.writeOffStack()
+	// From here on, rc is the answer goroutine's: Notify may have run
+	// already.
+	select {
+	case <-an.done:
+	case <-r.Context().Done():
+		if wt.Cancel() {
+			rc.wt, an.err = wt, context.Cause(r.Context())
+			an.dispatch()
+		}
+		<-an.done
+	}
+	an.recycle()
 }
 
 // answer carries a mailbox request from its connection's goroutine to the
@@ -237,19 +256,36 @@ func (e *endpoint) newAnswer(w http.ResponseWriter, r *http.Request, start time.
 	return an
 }
 
-// writeOffStack has an answer goroutine run write (an idle one, or a new
-// one), waits for it and returns an to the pool.
-//
-// A panic in write is raised again here, on the connection's goroutine,
-// where net/http recovers it as it would any handler's: on write's own
-// goroutine it would end the process.
+// writeOffStack has an answer goroutine run write, waits for it and
+// returns an to the pool.
 func (an *answer) writeOffStack() {
+	an.dispatch()
+	<-an.done
+	an.recycle()
+}
+
+// Notify hands a GET's answer, whose wait on wt is over, to an answer
+// goroutine (actor.Notifier): it runs on the actor's goroutine or the
+// deadline's.
+func (an *answer) Notify(wt *actor.Waiter) {
+	an.rc.wt = wt
+	an.dispatch()
+}
+
+// dispatch has an answer goroutine run write: an idle one, or a new one.
+func (an *answer) dispatch() {
 	select {
 	case an.e.a.answerers <- an:
 	default:
 		go an.e.a.answerLoop(an)
 	}
-	<-an.done
+}
+
+// recycle returns an, once written, to the pool. A panic in write is
+// raised again here, on the connection's goroutine, where net/http
+// recovers it as it would any handler's: on write's own goroutine it would
+// end the process.
+func (an *answer) recycle() {
 	a, p := an.e.a, an.panic
 	*an = answer{done: an.done}
 	a.answers.Put(an)

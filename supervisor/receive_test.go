@@ -12,7 +12,7 @@ import (
 // the oldest message of id, long-polling up to wait. A GET
 // that would not wait never creates a mailbox.
 func (s *Supervisor) Receive(ctx context.Context, id actor.ID, wait time.Duration) (actor.Delivery, error) {
-	w, err := s.StartReceive(ctx, id, wait)
+	w, err := s.StartReceive(ctx, id, wait, nil)
 	if err != nil || w == nil {
 		return actor.Delivery{}, err
 	}

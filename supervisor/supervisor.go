@@ -149,16 +149,17 @@ func (s *Supervisor) Post(ctx context.Context, id actor.ID, body []byte) (actor.
 }
 
 // StartReceive parks a receive on id's actor and returns its Waiter, whose
-// Await the caller must call; a nil Waiter with a nil error means the
-// mailbox does not exist and the caller would not wait: nothing to get.
-// Await's ErrStopped means the supervisor closed.
-func (s *Supervisor) StartReceive(ctx context.Context, id actor.ID, wait time.Duration) (*actor.Waiter, error) {
+// answer n learns of (actor.Mailbox.Park; nil: the caller waits in Await);
+// a nil Waiter with a nil error means the mailbox does not exist and the
+// caller would not wait: nothing to get. Collect's ErrStopped means the
+// supervisor closed.
+func (s *Supervisor) StartReceive(ctx context.Context, id actor.ID, wait time.Duration, n actor.Notifier) (*actor.Waiter, error) {
 	for range retries {
 		mb, err := s.mailbox(ctx, id, wait > 0)
 		if err != nil || mb == nil {
 			return nil, err
 		}
-		w, err := mb.Park(ctx, wait)
+		w, err := mb.Park(ctx, wait, n)
 		if errors.Is(err, actor.ErrStopped) {
 			if s.closing.Load() {
 				return nil, ErrClosed
