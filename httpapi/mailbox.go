@@ -237,8 +237,7 @@ func (a *api) answerReceive(w http.ResponseWriter, r *http.Request, rc *pendingG
 			if err == nil {
 				err = rc.wt.Collect()
 			}
-			d = rc.wt.Delivery()
-			rc.wt.Release()
+			d = rc.wt.Delivery() // the connection's goroutine releases rc.wt
 		}
 		rc.hold.Release()
 		*rc = pendingGet{}

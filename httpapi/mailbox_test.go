@@ -3,11 +3,13 @@ package httpapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -422,4 +424,68 @@ func TestAnswerGoroutinesAreReusedThenEnd(t *testing.T) {
 		t.Fatalf("%d answer goroutines after 40 sequential requests; want 1 or 2, kept for reuse", n)
 	}
 	eventually(t, "the idle answer goroutines to end", func() bool { return answerGoroutines() == 0 })
+}
+
+// reuseAfterAnswer decorates the real engine: before the endpoint gets its
+// Waiter back, the answer has been written, the client has left, and
+// another receive has parked — on the same Waiter, if the one answered was
+// already back in the pool.
+type reuseAfterAnswer struct {
+	Mailboxes
+	written <-chan struct{}
+	cancel  context.CancelFunc
+	other   actor.ID
+}
+
+func (d *reuseAfterAnswer) StartReceive(ctx context.Context, id actor.ID, wait time.Duration, n actor.Notifier) (*actor.Waiter, error) {
+	w, err := d.Mailboxes.StartReceive(ctx, id, wait, n)
+	<-d.written
+	d.cancel()
+	if _, err := d.Mailboxes.StartReceive(context.Background(), d.other, time.Minute, nil); err != nil {
+		panic(err)
+	}
+	return w, err
+}
+
+// flushSignal closes flushed when the answer is flushed.
+type flushSignal struct {
+	*httptest.ResponseRecorder
+	once    sync.Once
+	flushed chan struct{}
+}
+
+func (f *flushSignal) Flush() {
+	f.ResponseRecorder.Flush()
+	f.once.Do(func() { close(f.flushed) })
+}
+
+// A GET whose client leaves after its answer was written must not touch
+// its Waiter again: by then the Waiter may serve another receive, which
+// would lose its message to a cancel meant for the first. One processor
+// makes the pool hand the Waiter straight to the next receive, and the
+// endpoint's select sees the answer and the ended context at once, so
+// the rounds take the ended context about half the time.
+func TestLeftAfterAnswerLeavesTheWaiterAlone(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	s := newTestServer(t)
+	for i := range 40 {
+		id, other := rid(fmt.Sprint("answered", i)), rid(fmt.Sprint("other", i))
+		otherID, err := actor.ParseID(other)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantAccepted(t, s.post(id, "first"), seq0, 1)
+		ctx, cancel := context.WithCancel(context.Background())
+		w := &flushSignal{ResponseRecorder: httptest.NewRecorder(), flushed: make(chan struct{})}
+		dec := &reuseAfterAnswer{Mailboxes: s.sup, written: w.flushed, cancel: cancel, other: otherID}
+		h := New(Deps{Mailboxes: dec, Options: defaultConfig().api})
+		h.ServeHTTP(w, httptest.NewRequestWithContext(ctx, "GET", mailboxPath(id)+"?wait_ms=0", nil))
+		if w.Code != http.StatusOK || w.Body.String() != "first" {
+			t.Fatalf("round %d: got %d %q; want 200 %q", i, w.Code, w.Body, "first")
+		}
+		if r := s.post(other, "second"); r.status != http.StatusAccepted || r.header.Get("X-Queue-Length") != "0" {
+			t.Fatalf("round %d: post to the other mailbox: %d, queue length %q; want 202 and 0: its parked receive was cancelled",
+				i, r.status, r.header.Get("X-Queue-Length"))
+		}
+	}
 }

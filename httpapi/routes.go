@@ -217,7 +217,9 @@ func (e *receiveEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// From here on, rc is the answer goroutine's: Notify may have run
-	// already.
+	// already. wt stays this goroutine's: it is released only here, after
+	// the answer, because a Cancel on a Waiter already back in the pool
+	// could withdraw another request's receive.
 	select {
 	case <-an.done:
 	case <-r.Context().Done():
@@ -227,6 +229,7 @@ func (e *receiveEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		<-an.done
 	}
+	wt.Release()
 	an.recycle()
 }
 
