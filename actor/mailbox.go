@@ -384,12 +384,11 @@ func (c *postCmd) handle(m *Mailbox) {
 	m.nextSeq++
 	m.opts.Stats.Posted.Add(1)
 	if w := m.liveWaiter(); w != nil {
-		m.opts.Stats.Delivered.Add(1)
 		// The POST is answered first: whoever the waiter's Notifier wakes
 		// to write the delivery is then what this processor runs next,
 		// rather than the POST's goroutine (docs/architecture.md).
 		c.reply <- postResult{r: PostReply{Seq: msg.Seq}}
-		w.answer(Delivery{Message: msg, QueueLen: m.q.len(), OK: true})
+		m.deliver(w, msg)
 		return
 	}
 	m.q.pushBack(msg)
@@ -412,8 +411,7 @@ func (c *getCmd) handle(m *Mailbox) {
 		}
 		msg := m.q.popFront()
 		m.dequeued(msg)
-		m.opts.Stats.Delivered.Add(1)
-		w.answer(Delivery{Message: msg, QueueLen: m.q.len(), OK: true})
+		m.deliver(w, msg)
 		return
 	}
 	if len(m.parked) >= m.pruneAt {
@@ -482,9 +480,14 @@ func (m *Mailbox) handoff(msg Message) bool {
 	if w == nil {
 		return false
 	}
+	m.deliver(w, msg)
+	return true
+}
+
+// deliver answers w, which the actor has moved to served, with msg.
+func (m *Mailbox) deliver(w *Waiter, msg Message) {
 	m.opts.Stats.Delivered.Add(1)
 	w.answer(Delivery{Message: msg, QueueLen: m.q.len(), OK: true})
-	return true
 }
 
 // liveWaiter takes the oldest live waiter out of the list and moves it to
