@@ -158,6 +158,15 @@ const (
 	kindList
 )
 
+// MaxShutdownTimeoutSeconds bounds shutdown_timeout_seconds (R9.3). After
+// the drain the server still closes the mailboxes and writes state_file
+// (Z12); a service manager that kills the process first loses every queued
+// message. The packaged systemd unit's TimeoutStopSec leaves room for both
+// (a test keeps it at least this plus the time the state file needs), so
+// the drain can never outlast it; docs/operations.md says to raise
+// TimeoutStopSec wherever a drain this long is used.
+const MaxShutdownTimeoutSeconds = 60
+
 // Upper bounds that keep the duration and byte conversions above from
 // overflowing int64; validation rejects anything larger.
 const (
@@ -217,9 +226,9 @@ var fields = []field{
 	{key: "tls_key_path", kind: kindString, help: "TLS key PEM file; set with tls_cert_path or not at all"},
 	{key: "max_connections", kind: kindInt, min: 1, help: "open connections; beyond: 503"},
 	{key: "max_waiting_per_source", kind: kindInt, min: 1, help: "concurrent long-polls per source; beyond: 429"},
-	{key: "shutdown_timeout_seconds", kind: kindInt, min: 0, max: maxSeconds, help: "drain limit in seconds"},
+	{key: "shutdown_timeout_seconds", kind: kindInt, min: 0, max: MaxShutdownTimeoutSeconds, help: "drain limit in seconds"},
 	{key: "state_file", kind: kindString, help: "where queued messages survive a planned restart"},
-	{key: "store", kind: kindString, oneOf: []string{"memory", "redis"}, help: "message store"},
+	{key: "store", kind: kindString, oneOf: []string{"memory", "redis"}, allowed: storeAllowed, help: "message store"},
 	{key: "redis_url", kind: kindString, secret: true, allowed: "must be a redis:// or rediss:// URL with a host (e.g. redis://127.0.0.1:6379/0)", help: "redis store URL, e.g. redis://127.0.0.1:6379/0"},
 	{key: "runtime_memory_limit_mb", kind: kindInt, min: 0, max: maxMiB, help: "Go soft memory limit in MiB; 0 = automatic"},
 	{key: "log_level", kind: kindString, oneOf: []string{"debug", "info", "warn", "error"}, help: "log level"},

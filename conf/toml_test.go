@@ -33,7 +33,7 @@ func TestTOMLRoundTrip(t *testing.T) {
 			"--tls-cert-path", `C:\zrc\cert.pem`, "--tls-key-path", "/etc/zrc/key.pem",
 			"--max-connections", "9", "--max-waiting-per-source", "3",
 			"--shutdown-timeout-seconds", "0", "--state-file", "/var/lib/zrc/state\n",
-			"--store", "redis", "--redis-url", "redis://cache:6379/2",
+			"--store", "memory", "--redis-url", "redis://cache:6379/2",
 			"--runtime-memory-limit-mb", "256", "--log-level", "warn", "--log-format", "console",
 		}},
 	}

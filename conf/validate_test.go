@@ -117,14 +117,16 @@ func TestValidationRules(t *testing.T) {
 		{name: "max_waiting_per_source zero", args: []string{"--max-waiting-per-source", "0"},
 			want: wantProblem{"max_waiting_per_source", "flag --max-waiting-per-source", "must be an integer of at least 1"}},
 		{name: "shutdown_timeout_seconds negative", args: []string{"--shutdown-timeout-seconds=-1"},
-			want: wantProblem{"shutdown_timeout_seconds", "flag --shutdown-timeout-seconds", "must be an integer from 0 to"}},
+			want: wantProblem{"shutdown_timeout_seconds", "flag --shutdown-timeout-seconds", "must be an integer from 0 to 60, got -1"}},
+		{name: "shutdown_timeout_seconds past the unit's stop timeout", env: map[string]string{"ZRC_SHUTDOWN_TIMEOUT_SECONDS": "61"},
+			want: wantProblem{"shutdown_timeout_seconds", "env ZRC_SHUTDOWN_TIMEOUT_SECONDS", "must be an integer from 0 to 60, got 61"}},
 
 		// store
 		{name: "store unknown", args: []string{"--store", "disk"},
-			want: wantProblem{"store", "flag --store", `must be one of memory, redis, got "disk"`}},
-		{name: "redis without url", args: []string{"--store", "redis"},
-			want: wantProblem{"redis_url", "default", "must be a redis:// or rediss:// URL with a host (e.g. redis://127.0.0.1:6379/0), needed when store is redis (store from flag --store)"}},
-		{name: "redis_url wrong scheme", args: []string{"--store", "redis", "--redis-url", "http://127.0.0.1:6379"},
+			want: wantProblem{"store", "flag --store", `must be memory (the Redis store is not available in this build), got "disk"`}},
+		{name: "store redis in a build without it", args: []string{"--store", "redis", "--redis-url", "redis://127.0.0.1:6379/0"},
+			want: wantProblem{"store", "flag --store", `must be memory (the Redis store is not available in this build), got "redis"`}},
+		{name: "redis_url wrong scheme", args: []string{"--redis-url", "http://127.0.0.1:6379"},
 			want: wantProblem{"redis_url", "flag --redis-url", "must be a redis:// or rediss:// URL"}},
 		{name: "redis_url no host", env: map[string]string{"ZRC_REDIS_URL": "redis:///0"},
 			want: wantProblem{"redis_url", "env ZRC_REDIS_URL", "must be a redis:// or rediss:// URL with a host"}},
@@ -172,8 +174,9 @@ func TestValidEdges(t *testing.T) {
 		{"signature", []string{"--auth-mode", "signature"}},
 		{"tls pair", []string{"--tls-cert-path", "c.pem", "--tls-key-path", "k.pem"}},
 		{"no drain", []string{"--shutdown-timeout-seconds", "0"}},
-		{"redis", []string{"--store", "redis", "--redis-url", "redis://127.0.0.1:6379/0"}},
-		{"rediss with password", []string{"--store", "redis", "--redis-url", "rediss://user:pw@cache:6380"}},
+		{"longest drain", []string{"--shutdown-timeout-seconds", "60"}},
+		{"redis_url kept as config surface", []string{"--redis-url", "redis://127.0.0.1:6379/0"}},
+		{"rediss with password", []string{"--redis-url", "rediss://user:pw@cache:6380"}},
 		{"runtime limit auto", []string{"--runtime-memory-limit-mb", "0"}},
 		{"console debug", []string{"--log-format", "console", "--log-level", "debug"}},
 	}
@@ -232,4 +235,17 @@ func TestValidateMethod(t *testing.T) {
 	}
 	hasProblem(t, probs, wantProblem{"listen_port", "config value", "must be an integer from 0 to 65535, got -5"})
 	hasProblem(t, probs, wantProblem{"tls_cert_path", "config value", "must be set when tls_key_path is set"})
+}
+
+// TestRedisStoreRefused checks that store = "redis" stops a build without
+// the Redis store (Z13) with a line that says so, rather than running in
+// memory, and that the redis_url rule still holds beside it.
+func TestRedisStoreRefused(t *testing.T) {
+	path := writeConfig(t, "store = \"redis\"\n")
+	_, err := Parse([]string{"--config", path}, env(nil))
+	want := "config: store (file " + path + `): must be memory (the Redis store is not available in this build), got "redis"` + "\n" +
+		"config: redis_url (default): must be a redis:// or rediss:// URL with a host (e.g. redis://127.0.0.1:6379/0), needed when store is redis (store from file " + path + ")"
+	if err == nil || err.Error() != want {
+		t.Fatalf("got %v\nwant %s", err, want)
+	}
 }
