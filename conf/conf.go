@@ -7,8 +7,9 @@
 // Config struct, so a wrong value is reported with its key, its source and
 // what is allowed instead of being coerced (R7.7).
 //
-// conf imports no package of this module; cmd turns a Config into each
-// package's own options.
+// conf imports no package of this module but authtoken, the token rule it
+// shares with the guard; cmd turns a Config into each package's own
+// options.
 package conf
 
 import (
@@ -17,6 +18,8 @@ import (
 	"reflect"
 	"strings"
 	"time"
+
+	"github.com/zrc-rendezvous/zrc-rendezvous/authtoken"
 )
 
 // Config is the effective server configuration. Field order is the spec
@@ -220,7 +223,7 @@ var fields = []field{
 	{key: "ip_blocklist", kind: kindList, allowed: ipListAllowed, help: "IPs and CIDRs answered 403 blocked"},
 	{key: "trusted_proxies", kind: kindList, allowed: ipListAllowed, help: "IPs and CIDRs whose X-Forwarded-For is believed"},
 	{key: "auth_mode", kind: kindString, oneOf: []string{"disabled", "server_wide", "per_mailbox", "signature"}, help: "authentication mode"},
-	{key: "auth_tokens", kind: kindList, secret: true, allowed: "must be a list of non-empty tokens, each plain or sha256:<64 hex characters>", help: "server tokens, plain or sha256:<hex>"},
+	{key: "auth_tokens", kind: kindList, secret: true, allowed: "must be a list of tokens, each " + authtoken.Allowed, help: "server tokens, plain or sha256:<hex>"},
 	{key: "mailbox_tokens_file", kind: kindString, help: "per_mailbox token file (TOML)"},
 	{key: "tls_cert_path", kind: kindString, help: "TLS certificate PEM file; set with tls_key_path or not at all"},
 	{key: "tls_key_path", kind: kindString, help: "TLS key PEM file; set with tls_cert_path or not at all"},

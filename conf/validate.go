@@ -1,7 +1,6 @@
 package conf
 
 import (
-	"encoding/hex"
 	"fmt"
 	"net"
 	"net/netip"
@@ -9,7 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode"
+
+	"github.com/zrc-rendezvous/zrc-rendezvous/authtoken"
 )
 
 // Problem is one thing wrong with the configuration (R7.7).
@@ -170,16 +170,11 @@ func validIPOrPrefix(s string) bool {
 // holds a token: entries are named by position.
 func (v *validator) auth() {
 	c := v.c
+	// The rule the guard reads the tokens with at start (authtoken), so
+	// that --check-config refuses what the start would.
 	for i, tok := range c.AuthTokens {
-		switch {
-		case tok == "":
-			v.addf("auth_tokens", "entry %d is empty; %s", i+1, byKey["auth_tokens"].allowedText())
-		case strings.HasPrefix(tok, "sha256:") && !isSHA256Hex(strings.TrimPrefix(tok, "sha256:")):
-			v.addf("auth_tokens", "entry %d starts with sha256: but is not followed by exactly 64 hex characters", i+1)
-		case strings.IndexFunc(tok, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
-			// A Bearer credential cannot carry these, so such a token
-			// could never match; most likely a quoting slip in the file.
-			v.addf("auth_tokens", "entry %d contains whitespace or control characters, which a Bearer token cannot carry", i+1)
+		if err := authtoken.Check(tok); err != nil {
+			v.addf("auth_tokens", "entry %d %v; %s", i+1, err, byKey["auth_tokens"].allowedText())
 		}
 	}
 	switch c.AuthMode {
@@ -192,14 +187,6 @@ func (v *validator) auth() {
 			v.addf("mailbox_tokens_file", "must name the token file when auth_mode is per_mailbox (%s)", v.from("auth_mode"))
 		}
 	}
-}
-
-func isSHA256Hex(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	_, err := hex.DecodeString(s)
-	return err == nil
 }
 
 // tls checks that the pair is set together (R8.1, R8.2) and names the

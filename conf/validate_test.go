@@ -100,7 +100,12 @@ func TestValidationRules(t *testing.T) {
 		{name: "auth_tokens long sha256", args: []string{"--auth-tokens", "sha256:" + hex64 + "0"},
 			want: wantProblem{"auth_tokens", "flag --auth-tokens", "exactly 64 hex characters"}},
 		{name: "auth_tokens whitespace", args: []string{"--auth-tokens", "to ken"},
-			want: wantProblem{"auth_tokens", "flag --auth-tokens", "entry 1 contains whitespace"}},
+			want: wantProblem{"auth_tokens", "flag --auth-tokens", "entry 1 holds characters a Bearer token cannot carry"}},
+		// The guard refuses these at start; so must --check-config (R5.1).
+		{name: "auth_tokens non-ASCII", env: map[string]string{"ZRC_AUTH_TOKENS": "ok,pässwort"},
+			want: wantProblem{"auth_tokens", "env ZRC_AUTH_TOKENS", "entry 2 holds characters a Bearer token cannot carry (spaces, control or non-ASCII characters); must be a list of tokens, each plain (visible ASCII characters, no spaces) or sha256:<64 hex characters>"}},
+		{name: "auth_tokens DEL", args: []string{"--auth-tokens", "tok\x7f"},
+			want: wantProblem{"auth_tokens", "flag --auth-tokens", "entry 1 holds characters a Bearer token cannot carry"}},
 		{name: "server_wide without tokens", args: []string{"--auth-mode", "server_wide"},
 			want: wantProblem{"auth_tokens", "default", "must hold at least one token when auth_mode is server_wide (auth_mode from flag --auth-mode)"}},
 		{name: "per_mailbox without file", env: map[string]string{"ZRC_AUTH_MODE": "per_mailbox"},

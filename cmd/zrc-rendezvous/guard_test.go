@@ -20,6 +20,7 @@ import (
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/conf"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/guard"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload/tlstest"
 )
 
 // watchFiles calls back once per poll that sees a file change, appear or
@@ -165,5 +166,47 @@ func TestProcessBadTokenFileExits2(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "mailbox_tokens_file") || strings.Contains(string(out), "secret-token") {
 		t.Fatalf("output:\n%s\nwant the key named and no token", out)
+	}
+}
+
+// --check-config refuses what the start refuses, with the same line (R7.7):
+// a token the guard cannot use, the Redis store this build lacks, a token
+// file that cannot be read, a TLS pair that does not match.
+func TestProcessCheckConfigRefusesWhatStartRefuses(t *testing.T) {
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens.toml")
+	os.WriteFile(tokens, []byte("[mailboxes]\nnot-an-id = [\"secret-token\"]\n"), 0o600)
+	a := tlstest.Write(t, dir, "a", time.Time{})
+	b := tlstest.Write(t, dir, "b", time.Time{})
+	tests := []struct {
+		name string
+		args []string
+		want string // the last line of the output
+	}{
+		{"non-ASCII token", []string{"--auth-mode", "server_wide", "--auth-tokens", "pässwort"},
+			"config: auth_tokens (flag --auth-tokens): entry 1 holds characters a Bearer token cannot carry (spaces, control or non-ASCII characters); must be a list of tokens, each plain (visible ASCII characters, no spaces) or sha256:<64 hex characters>"},
+		{"redis store", []string{"--store", "redis", "--redis-url", "redis://127.0.0.1:6379/0"},
+			`config: store (flag --store): must be memory (the Redis store is not available in this build), got "redis"`},
+		{"token file", []string{"--auth-mode", "per_mailbox", "--mailbox-tokens-file", tokens},
+			"mailbox_tokens_file " + tokens + ": [mailboxes] key 1 of 1 (sorted) is not a recipient id of 64 hex characters"},
+		{"TLS pair", []string{"--tls-cert-path", a.CertPath, "--tls-key-path", b.KeyPath},
+			"TLS pair tls_cert_path " + a.CertPath + ", tls_key_path " + b.KeyPath + ": tls: private key does not match public key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, mode := range [][]string{{"--check-config"}, {"--listen-addr", "127.0.0.1", "--listen-port", "0"}} {
+				out, err := exec.Command(binary, append(mode, tt.args...)...).CombinedOutput()
+				if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+					t.Fatalf("%s: exit %v; want status 2\n%s", mode[0], err, out)
+				}
+				lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+				if got := lines[len(lines)-1]; got != tt.want {
+					t.Errorf("%s: last line\n%s\nwant\n%s", mode[0], got, tt.want)
+				}
+				if strings.Contains(string(out), "secret-token") || strings.Contains(string(out), "pässwort") {
+					t.Errorf("%s: output carries a token:\n%s", mode[0], out)
+				}
+			}
+		})
 	}
 }

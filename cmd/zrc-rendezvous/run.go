@@ -47,6 +47,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case err != nil:
 		return exitError{code: 2, err: err}
 	case res.CheckConfig:
+		// The token file and the TLS pair are read here by the functions
+		// the start reads them with, so a config that passes also starts.
+		if _, err := newGuard(res.Config, zap.NewNop()); err != nil {
+			return exitError{code: 2, err: err}
+		}
+		if _, err := setupTLS(res.Config, zap.NewNop(), nil); err != nil {
+			return exitError{code: 2, err: err}
+		}
 		stdout.Write(res.Config.TOML())
 		return nil
 	}

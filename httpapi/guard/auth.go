@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +13,7 @@ import (
 	gotoml "github.com/pelletier/go-toml/v2"
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
+	"github.com/zrc-rendezvous/zrc-rendezvous/authtoken"
 )
 
 // Mode is the authentication mode (auth_mode, R5).
@@ -55,21 +55,15 @@ func ParseMode(s string) (Mode, error) {
 // every comparison has the same length and runs in constant time.
 type digest [sha256.Size]byte
 
-// parseToken reads one configured token: plain, or "sha256:<64 hex>".
-// Its errors never hold the token.
+// parseToken reads one configured token: plain, or "sha256:<64 hex>",
+// by the rule conf validates auth_tokens with (authtoken.Check). Its
+// errors never hold the token.
 func parseToken(tok string) (digest, error) {
-	var d digest
-	if hexDigest, ok := strings.CutPrefix(tok, "sha256:"); ok {
-		if len(hexDigest) != 2*len(d) {
-			return d, errors.New("starts with sha256: but is not followed by exactly 64 hex characters")
-		}
-		if _, err := hex.Decode(d[:], []byte(hexDigest)); err != nil {
-			return d, errors.New("starts with sha256: but is not followed by exactly 64 hex characters")
-		}
-		return d, nil
+	if err := authtoken.Check(tok); err != nil {
+		return digest{}, err
 	}
-	if !validToken(tok) {
-		return d, errors.New("is empty or holds characters a Bearer token cannot carry (spaces, control or non-ASCII characters)")
+	if hexDigest, ok := strings.CutPrefix(tok, authtoken.Prefix); ok {
+		return authtoken.Digest(hexDigest)
 	}
 	return sha256.Sum256([]byte(tok)), nil
 }
@@ -85,20 +79,6 @@ func parseTokens(what string, toks []string) ([]digest, error) {
 		ds = append(ds, d)
 	}
 	return ds, nil
-}
-
-// validToken reports whether s can arrive as a Bearer token here: one or
-// more visible ASCII characters.
-func validToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] <= ' ' || s[i] > '~' {
-			return false
-		}
-	}
-	return true
 }
 
 // credential is what a request's Authorization header holds.
@@ -136,7 +116,7 @@ func bearerToken(lines []string) (string, credential) {
 	if tok == "" {
 		return "", credMissing
 	}
-	if !validToken(tok) {
+	if !authtoken.Visible(tok) {
 		return "", credBad
 	}
 	return tok, credBearer
