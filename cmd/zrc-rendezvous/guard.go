@@ -126,8 +126,10 @@ func stamp(path string) fileStamp {
 
 // watchFiles polls the modification time and size of files() every
 // interval and calls changed once for each poll that sees any of them
-// differ from the previous poll. It returns when ctx ends.
-func watchFiles(ctx context.Context, interval time.Duration, files func() []string, changed func()) {
+// differ from the previous poll, and idle for each poll that does not
+// (a TLS pair that failed to load is retried then). It returns when ctx
+// ends.
+func watchFiles(ctx context.Context, interval time.Duration, files func() []string, changed, idle func()) {
 	seen := map[string]fileStamp{}
 	for _, f := range files() {
 		seen[f] = stamp(f)
@@ -149,7 +151,9 @@ func watchFiles(ctx context.Context, interval time.Duration, files func() []stri
 				differ = true
 			}
 		}
-		if differ {
+		if !differ {
+			idle()
+		} else {
 			changed()
 			// The reload may have named another token file: watch it from
 			// its state now.

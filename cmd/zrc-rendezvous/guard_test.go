@@ -23,40 +23,40 @@ import (
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload/tlstest"
 )
 
-// watchFiles calls back once per poll that sees a file change, appear or
-// go, and not otherwise.
+// watchFiles calls changed once per poll that sees a file change, appear
+// or go, and idle once per other poll.
 func TestWatchFilesPollsModTimes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		dir := t.TempDir()
 		a, b := filepath.Join(dir, "config.toml"), filepath.Join(dir, "tokens.toml")
 		os.WriteFile(a, []byte("x"), 0o600)
 		files := []string{a, b} // b does not exist yet
-		var calls atomic.Int32
+		var calls, idles atomic.Int32
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			watchFiles(ctx, time.Second, func() []string { return files }, func() { calls.Add(1) })
+			watchFiles(ctx, time.Second, func() []string { return files }, func() { calls.Add(1) }, func() { idles.Add(1) })
 		}()
-		step := func(what string, want int32) {
+		step := func(what string, want, wantIdle int32) {
 			t.Helper()
 			time.Sleep(time.Second)
 			synctest.Wait()
-			if got := calls.Load(); got != want {
-				t.Fatalf("after %s: %d reloads; want %d", what, got, want)
+			if got, idle := calls.Load(), idles.Load(); got != want || idle != wantIdle {
+				t.Fatalf("after %s: %d reloads, %d idle polls; want %d, %d", what, got, idle, want, wantIdle)
 			}
 		}
-		step("nothing", 0)
+		step("nothing", 0, 1)
 		os.Chtimes(a, time.Time{}, time.Unix(1700000000, 0))
-		step("a new mtime", 1)
-		step("nothing again", 1)
+		step("a new mtime", 1, 1)
+		step("nothing again", 1, 2)
 		os.WriteFile(b, []byte("[mailboxes]\n"), 0o600)
-		step("the token file appearing", 2)
+		step("the token file appearing", 2, 2)
 		os.WriteFile(b, []byte("[mailboxes]\n# longer\n"), 0o600)
 		os.Chtimes(b, time.Time{}, time.Unix(1700000000, 0))
-		step("a new size", 3)
+		step("a new size", 3, 2)
 		os.Remove(a)
-		step("the config file going", 4)
+		step("the config file going", 4, 2)
 		cancel()
 		<-done
 	})

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sync"
 
+	"github.com/VictoriaMetrics/metrics"
 	"go.uber.org/zap"
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/conf"
@@ -27,6 +28,29 @@ var liveKeys = map[string]bool{
 	"log_level":                   true,
 }
 
+// refusedKeys need a restart too, but a change to one refuses the whole
+// reload instead of being ignored: ignoring it would leave the server
+// serving under other rules than the file shows. An operator who turns
+// auth_mode on and reloads must not go on believing the mailboxes are
+// protected; one who turns it off must not believe they are open. The
+// other restart-only keys change capacity, addresses or files, whose old
+// values keep the server no less safe; refusing their reload would also
+// hold back token revocations made in the same edit.
+var refusedKeys = map[string]bool{
+	"auth_mode": true,
+}
+
+// newReloadFailures is zrc_rendezvous_reload_failures_total: reloads
+// refused, and reloads whose TLS pair could not be loaded. It exists at
+// zero from the start, so an alert on its increase sees the first one.
+// Without metrics it counts for nobody.
+func newReloadFailures(set *metrics.Set) *metrics.Counter {
+	if set == nil {
+		return new(metrics.Counter)
+	}
+	return set.NewCounter("zrc_rendezvous_reload_failures_total")
+}
+
 // reloadHook prepares one component for a new config: it reads and checks
 // whatever it needs (a token file, a certificate pair) and returns the swap
 // to make, or an error that refuses the whole reload. Hooks run in order,
@@ -46,15 +70,27 @@ type reloader struct {
 	getenv  func(string) string
 	log     *zap.Logger
 	hooks   []reloadHook
+	// failures counts refused reloads (newReloadFailures); never nil.
+	failures *metrics.Counter
 }
 
 // reload re-reads the config file and the environment (keeping the
-// command line's flags) and applies the live keys. A bad file keeps the
-// running config and logs every problem. It reports whether it applied.
+// command line's flags) and applies the live keys. A bad file, or a change
+// to a refused key, keeps the running config, logs every problem and
+// counts a failure. It reports whether it applied.
 func (r *reloader) reload(trigger string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	log := r.log.With(zap.String("trigger", trigger))
+	if !r.apply(log) {
+		r.failures.Inc()
+		return false
+	}
+	return true
+}
+
+// apply is reload's work, with r.mu held.
+func (r *reloader) apply(log *zap.Logger) bool {
 	next, err := conf.Reload(r.res, r.getenv)
 	if err != nil {
 		var cerr *conf.Error
@@ -66,6 +102,19 @@ func (r *reloader) reload(trigger string) bool {
 		} else {
 			log.Error("reload refused; keeping the running config", zap.Error(err))
 		}
+		return false
+	}
+	changed := conf.ChangedKeys(r.running, next.Config)
+	refused := false
+	for _, key := range changed {
+		if refusedKeys[key] {
+			log.Error("reload refused; keeping the running config", zap.String("key", key),
+				zap.String("source", next.Sources[key]),
+				zap.String("problem", "a change of "+key+" needs a restart; the running value stays in force and nothing of this reload is applied until the restart, or until the change is undone"))
+			refused = true
+		}
+	}
+	if refused {
 		return false
 	}
 	var commits []func()
@@ -83,7 +132,7 @@ func (r *reloader) reload(trigger string) bool {
 		commit()
 	}
 	var applied, restart []string
-	for _, key := range conf.ChangedKeys(r.running, next.Config) {
+	for _, key := range changed {
 		if liveKeys[key] {
 			applied = append(applied, key)
 		} else {

@@ -204,12 +204,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log.Info("ready", zap.String("addr", ln.Addr().String()), zap.Bool("tls", tlsOn),
 		zap.Duration("startup", time.Since(started)))
 
-	rl := &reloader{res: res, running: cfg, getenv: getenv, log: log.Named("reload"), hooks: []reloadHook{
+	reloadFailures := newReloadFailures(set)
+	pairs := newPairReloader(certs, cfg, log.Named("tls"))
+	rl := &reloader{res: res, running: cfg, getenv: getenv, log: log.Named("reload"), failures: reloadFailures, hooks: []reloadHook{
 		func(next conf.Config) (func(), error) {
 			return func() { level.SetLevel(parseLevel(next.LogLevel)) }, nil
 		},
 		guardHook(gd, cfg, log.Named("guard")),
-		tlsHook(certs),
+		tlsHook(pairs, reloadFailures.Inc),
 	}}
 	// Reload on a change of the config or token file too: Windows has no
 	// SIGHUP (R5.6, R10.6).
@@ -217,7 +219,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	watchDone := make(chan struct{})
 	go func() {
 		defer close(watchDone)
-		watchFiles(watchCtx, fileWatchInterval, rl.watchedFiles, func() { rl.reload("file changed") })
+		watchFiles(watchCtx, fileWatchInterval, rl.watchedFiles, func() { rl.reload("file changed") }, pairs.retry)
 	}()
 	defer func() { stopWatch(); <-watchDone }()
 	hup := make(chan os.Signal, 1)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"sync"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -31,21 +32,88 @@ func setupTLS(cfg conf.Config, log *zap.Logger, set *metrics.Set) (*tlsreload.Ce
 	return certs, nil
 }
 
-// tlsHook reloads the certificate pair (R8.4): it loads and checks the
-// pair named by the new config and swaps it in on commit; a missing or
-// broken pair refuses the reload, and the pair in force keeps serving.
-// Connections already open keep their session, so no connection and no
-// waiting long-poll is dropped. Switching between HTTP and HTTPS needs a
-// restart and refuses the reload too, rather than leave the running
-// config claiming what the listener does not do.
-func tlsHook(certs *tlsreload.Certs) reloadHook {
+// pairReloader keeps in force the TLS pair the running config names
+// (R8.4). A pair that cannot be loaded (missing, broken, expired, a key
+// that does not match) leaves the pair in force serving and is tried again
+// at every tick of the file watcher until it loads, so a pair fixed or
+// renewed after a failed reload is picked up without a signal. An explicit
+// reload logs its failure; a retry logs only a failure unlike the last, so
+// a pair that stays broken writes one line, not one per tick.
+type pairReloader struct {
+	certs *tlsreload.Certs
+	log   *zap.Logger
+
+	mu                sync.Mutex
+	certPath, keyPath string // the pair the running config names
+	pending           bool   // that pair failed to load; an older one serves
+	failure           string // the failure last logged
+}
+
+// newPairReloader starts with the pair setupTLS loaded; nil without TLS.
+func newPairReloader(certs *tlsreload.Certs, cfg conf.Config, log *zap.Logger) *pairReloader {
+	if certs == nil {
+		return nil
+	}
+	return &pairReloader{certs: certs, log: log, certPath: cfg.TLSCertPath, keyPath: cfg.TLSKeyPath}
+}
+
+// set names the pair to serve and loads it. It reports whether that pair
+// is now in force.
+func (p *pairReloader) set(certPath, keyPath string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.certPath, p.keyPath, p.failure = certPath, keyPath, ""
+	return p.loadLocked()
+}
+
+// retry loads the named pair again if it failed to load; nil does nothing.
+func (p *pairReloader) retry() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pending {
+		p.loadLocked()
+	}
+}
+
+func (p *pairReloader) loadLocked() bool {
+	commit, err := p.certs.Prepare(p.certPath, p.keyPath)
+	if err != nil {
+		p.pending = true
+		if msg := err.Error(); msg != p.failure {
+			p.failure = msg
+			p.log.Error("TLS pair not loaded; the pair in force keeps serving and this one is retried until it loads", zap.Error(err))
+		}
+		return false
+	}
+	p.pending, p.failure = false, ""
+	commit()
+	return true
+}
+
+// tlsHook reloads the certificate pair (R8.4) on commit, through p: a
+// pair that cannot be loaded keeps the one in force serving and is retried
+// (pairReloader), without holding back the rest of the reload, so that a
+// revoked token stops working even while the pair on disk is broken;
+// failed then counts the failure. Connections already open keep their
+// session, so no connection and no waiting long-poll is dropped. Switching
+// between HTTP and HTTPS needs a restart and refuses the reload, rather
+// than leave the running config claiming what the listener does not do.
+func tlsHook(p *pairReloader, failed func()) reloadHook {
 	return func(next conf.Config) (func(), error) {
-		if certs == nil {
-			if next.TLSCertPath != "" || next.TLSKeyPath != "" {
-				return nil, tlsreload.ErrNeedsRestart
-			}
+		on := next.TLSCertPath != "" || next.TLSKeyPath != ""
+		if on != (p != nil) {
+			return nil, tlsreload.ErrNeedsRestart
+		}
+		if p == nil {
 			return nil, nil
 		}
-		return certs.Prepare(next.TLSCertPath, next.TLSKeyPath)
+		return func() {
+			if !p.set(next.TLSCertPath, next.TLSKeyPath) {
+				failed()
+			}
+		}, nil
 	}
 }

@@ -5,16 +5,24 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/zrc-rendezvous/zrc-rendezvous/conf"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload/tlstest"
 )
 
@@ -108,11 +116,9 @@ func TestProcessTLSReload(t *testing.T) {
 
 	os.WriteFile(a.CertPath, []byte("not a certificate"), 0o600)
 	s.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, func() bool {
-		return strings.Contains(s.log(), `"msg":"reload refused; keeping the running config"`)
-	})
+	waitFor(t, func() bool { return strings.Contains(s.log(), `"msg":"`+pairNotLoaded+`"`) })
 	if !strings.Contains(s.log(), "tls_cert_path "+a.CertPath) {
-		t.Errorf("the refusal does not name the pair:\n%s", s.log())
+		t.Errorf("the failure does not name the pair:\n%s", s.log())
 	}
 	resp, err = httpsClient(a, b).Get(base + "/health")
 	if err != nil {
@@ -193,5 +199,171 @@ func TestProcessConnectionCap(t *testing.T) {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+}
+
+// pairNotLoaded is the error line of a TLS pair that failed to load.
+const pairNotLoaded = "TLS pair not loaded; the pair in force keeps serving and this one is retried until it loads"
+
+// R5.6, R8.4 through the real process: while the pair on disk is broken, a
+// reload still revokes a token (403 at once), the old pair keeps serving,
+// the failure is counted and logged once, /health stays healthy; a good
+// pair written afterwards is served without another signal.
+func TestProcessBrokenTLSPairDoesNotHoldBackTokens(t *testing.T) {
+	dir := t.TempDir()
+	a := tlstest.Write(t, dir, "a", time.Time{})
+	b := tlstest.Write(t, dir, "b", time.Time{})
+	file := filepath.Join(dir, "config.toml")
+	config := func(tokens string) {
+		t.Helper()
+		body := fmt.Sprintf("auth_mode = \"server_wide\"\nauth_tokens = [%s]\ntls_cert_path = %q\ntls_key_path = %q\n", tokens, a.CertPath, a.KeyPath)
+		if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	config(`"keep-token", "revoked-token"`)
+	s := startServer(t, []string{"ZRC_CONFIG_PATH=" + file})
+	base := "https://" + strings.TrimPrefix(s.url, "http://")
+	client := httpsClient(a, b)
+	// A connection per request, so each shows the pair in force now.
+	client.Transport.(*http.Transport).DisableKeepAlives = true
+	post := func(token string) (int, string, *x509.Certificate) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", base+"/v1/mailbox/"+rid, strings.NewReader("x"))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(body), resp.TLS.PeerCertificates[0]
+	}
+	get := func(path string) (string, *x509.Certificate) {
+		t.Helper()
+		resp, err := client.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return fmt.Sprintf("%d %s", resp.StatusCode, body), resp.TLS.PeerCertificates[0]
+	}
+	if m, _ := get("/metrics"); !strings.Contains(m, "\nzrc_rendezvous_reload_failures_total 0\n") {
+		t.Fatalf("metrics at start lack zrc_rendezvous_reload_failures_total 0")
+	}
+	if code, _, _ := post("revoked-token"); code != http.StatusAccepted {
+		t.Fatalf("token before the revocation: %d; want 202", code)
+	}
+
+	os.WriteFile(a.CertPath, []byte("not a certificate"), 0o600)
+	config(`"keep-token"`)
+	s.cmd.Process.Signal(syscall.SIGHUP)
+	// The changed config file is reloaded a second time by the watcher.
+	waitFor(t, func() bool {
+		l := s.log()
+		return strings.Contains(l, `"msg":"reloaded config","trigger":"SIGHUP"`) &&
+			strings.Contains(l, `"msg":"reloaded config","trigger":"file changed"`)
+	})
+
+	code, body, cert := post("revoked-token")
+	if want := `{"error":"forbidden","message":"credentials refused"}`; code != http.StatusForbidden || strings.TrimSpace(body) != want {
+		t.Fatalf("revoked token while the pair is broken: %d %s; want 403 %s", code, body, want)
+	}
+	if !cert.Equal(a.Cert) {
+		t.Fatalf("served %s while the pair on disk is broken; want a, the pair in force", cert.Subject)
+	}
+	if code, _, _ := post("keep-token"); code != http.StatusAccepted {
+		t.Fatalf("kept token: %d; want 202", code)
+	}
+	if health, _ := get("/health"); !strings.HasPrefix(health, `200 {"status":"healthy"`) {
+		t.Fatalf("/health after the failed pair: %s; want 200 healthy", health)
+	}
+	if m, _ := get("/metrics"); !strings.Contains(m, "\nzrc_rendezvous_reload_failures_total 2\n") {
+		t.Fatalf("metrics after two reloads with a broken pair lack zrc_rendezvous_reload_failures_total 2")
+	}
+
+	// The watcher retries the pair at its next tick; no SIGHUP.
+	copyFile(t, b.KeyPath, a.KeyPath)
+	copyFile(t, b.CertPath, a.CertPath)
+	waitFor(t, func() bool { _, c := get("/health"); return c.Equal(b.Cert) })
+	logs := s.log()
+	// One per reload; the retries at every tick in between, and while
+	// the key was new and the certificate not yet (the same failure: no
+	// certificate in the file), add none.
+	if n := strings.Count(logs, pairNotLoaded); n != 2 {
+		t.Errorf("%d failure lines for the pair; want 2, one per reload:\n%s", n, logs)
+	}
+	if !strings.Contains(logs, `"msg":"TLS certificate reloaded"`) {
+		t.Errorf("the pair picked up by the retry was not logged:\n%s", logs)
+	}
+	if strings.Contains(logs, "keep-token") || strings.Contains(logs, "revoked-token") {
+		t.Fatalf("logs carry a token:\n%s", logs)
+	}
+}
+
+// R8.4: a pair that fails to load keeps the one in force, is retried at
+// every idle tick and logged once per distinct failure; a good pair is
+// taken at the next retry, after which retries read nothing. Switching
+// between HTTP and HTTPS refuses the reload.
+func TestPairReloaderRetriesQuietly(t *testing.T) {
+	dir := t.TempDir()
+	a := tlstest.Write(t, dir, "a", time.Time{})
+	b := tlstest.Write(t, dir, "b", time.Time{})
+	core, logs := observer.New(zap.DebugLevel)
+	log := zap.New(core)
+	cert, err := tlsreload.Load(a.CertPath, a.KeyPath, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs := tlsreload.New(cert, log)
+	cfg := conf.Defaults()
+	cfg.TLSCertPath, cfg.TLSKeyPath = a.CertPath, a.KeyPath
+	p := newPairReloader(certs, cfg, log)
+	failures := 0
+	hook := tlsHook(p, func() { failures++ })
+	served := func() *x509.Certificate { return certs.Certificate().Leaf }
+
+	os.WriteFile(a.CertPath, []byte("not a certificate"), 0o600)
+	commit, err := hook(cfg)
+	if err != nil {
+		t.Fatalf("hook with a broken pair: %v; want no error, the rest of the reload goes on", err)
+	}
+	commit()
+	for range 3 {
+		p.retry()
+	}
+	if n := logs.FilterMessage(pairNotLoaded).Len(); n != 1 || failures != 1 || !served().Equal(a.Cert) {
+		t.Fatalf("after a failed reload and 3 retries: %d failure lines, %d failures counted, serving %s; want 1, 1, a",
+			n, failures, served().Subject)
+	}
+	os.WriteFile(a.CertPath, nil, 0o600) // the same failure: no PEM data
+	p.retry()
+	os.Remove(a.KeyPath) // another failure
+	p.retry()
+	if n := logs.FilterMessage(pairNotLoaded).Len(); n != 2 {
+		t.Fatalf("%d failure lines after a new failure; want 2", n)
+	}
+	copyFile(t, b.CertPath, a.CertPath)
+	copyFile(t, b.KeyPath, a.KeyPath)
+	p.retry()
+	if !served().Equal(b.Cert) || logs.FilterMessage("TLS certificate reloaded").Len() != 1 {
+		t.Fatalf("after a good pair and a retry: serving %s; want b, logged once", served().Subject)
+	}
+	p.retry()
+	if logs.FilterMessage("TLS certificate unchanged").Len() != 0 {
+		t.Fatal("a retry with no failure pending read the pair again")
+	}
+	if failures != 1 {
+		t.Fatalf("retries counted %d failures; want only the reload's 1", failures)
+	}
+
+	off := cfg
+	off.TLSCertPath, off.TLSKeyPath = "", ""
+	if _, err := hook(off); !errors.Is(err, tlsreload.ErrNeedsRestart) {
+		t.Fatalf("turning TLS off: %v; want ErrNeedsRestart", err)
+	}
+	if _, err := tlsHook(nil, nil)(cfg); !errors.Is(err, tlsreload.ErrNeedsRestart) {
+		t.Fatalf("turning TLS on: %v; want ErrNeedsRestart", err)
 	}
 }
