@@ -19,7 +19,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/zrc-rendezvous/zrc-rendezvous/authtoken"
+	"github.com/zrc-rendezvous/zrc-rendezvous/conf/authtoken"
 )
 
 // Config is the effective server configuration. Field order is the spec

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/zrc-rendezvous/zrc-rendezvous/authtoken"
+	"github.com/zrc-rendezvous/zrc-rendezvous/conf/authtoken"
 )
 
 // Problem is one thing wrong with the configuration (R7.7).

@@ -13,7 +13,7 @@ import (
 	gotoml "github.com/pelletier/go-toml/v2"
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
-	"github.com/zrc-rendezvous/zrc-rendezvous/authtoken"
+	"github.com/zrc-rendezvous/zrc-rendezvous/conf/authtoken"
 )
 
 // Mode is the authentication mode (auth_mode, R5).

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/zrc-rendezvous/zrc-rendezvous/authtoken"
+	"github.com/zrc-rendezvous/zrc-rendezvous/conf/authtoken"
 )
 
 // FuzzBearerToken: whatever the header, the parser never panics, a token

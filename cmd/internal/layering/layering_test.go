@@ -24,11 +24,16 @@ import (
 // module root — may import nothing of ours: give it a row when it needs to.
 var allowed = map[string][]string{
 	"actor":      nil,
-	"authtoken":  nil,
-	"conf":       {"authtoken"},
+	"conf":       nil,
 	"supervisor": {"actor"},
-	"httpapi":    {"actor", "supervisor", "authtoken"},
+	"httpapi":    {"actor", "supervisor", leafAuthToken},
 }
+
+// leafAuthToken is the one package below another top-level folder that a
+// folder may import by name: the token rule, which both the config's
+// validation and the guard apply. It must itself import nothing of ours
+// (mayImport), so the edge cannot pull the rest of conf in.
+const leafAuthToken = "conf/authtoken"
 
 // anyOfOurs is the folder whose packages may import every package of ours:
 // the binaries wire everything together.
@@ -47,11 +52,14 @@ func topLevel(rel string) string {
 // mayImport reports whether the package in folder from (relative to the
 // module root, slash-separated) may import our package in folder to.
 func mayImport(from, to string) bool {
+	if from == leafAuthToken {
+		return false
+	}
 	f, t := topLevel(from), topLevel(to)
 	if f == anyOfOurs || f == t {
 		return true
 	}
-	return slices.Contains(allowed[f], t)
+	return slices.Contains(allowed[f], t) || slices.Contains(allowed[f], to)
 }
 
 func TestMayImport(t *testing.T) {
@@ -74,6 +82,10 @@ func TestMayImport(t *testing.T) {
 		{"supervisor must not reach conf", "supervisor", "conf", false},
 		{"httpapi must not reach conf", "httpapi", "conf", false},
 		{"httpapi sub-package must not reach conf", "httpapi/auth", "conf", false},
+		{"httpapi uses the token rule", "httpapi/guard", "conf/authtoken", true},
+		{"httpapi must not reach conf's other sub-packages", "httpapi", "conf/other", false},
+		{"conf uses its own token rule", "conf", "conf/authtoken", true},
+		{"the token rule imports nothing of ours", "conf/authtoken", "conf", false},
 		{"unknown folder imports nothing of ours", "tools/x", "actor", false},
 		{"module root imports nothing of ours", ".", "actor", false},
 	}
