@@ -75,8 +75,9 @@ func (e *LimitError) RetryAfter() time.Duration { return e.retry }
 // (its number) and, for the token buckets, "window_seconds".
 func (e *LimitError) Body() []byte { return e.body }
 
-// Options configure a Guard. cmd builds them from conf.Config. Now and
-// Logger are fixed by New; everything else a reload may change.
+// Options configure a Guard. cmd builds them from conf.Config. Now,
+// Logger and NoncesPerSource are fixed by New; everything else a reload
+// may change.
 type Options struct {
 	// PostsPerWindow and GetsPerWindow are each source's buckets: that
 	// many requests, refilled continuously so that an empty bucket is full
@@ -103,6 +104,9 @@ type Options struct {
 
 	Now    func() time.Time // nil: time.Now
 	Logger *zap.Logger      // nil: no logs
+	// NoncesPerSource caps one source's share of the signature replay
+	// cache; 0: defaultReplayPerSource. Tests set a small one.
+	NoncesPerSource int
 }
 
 // state is one version of the reloadable options, prepared in full before
@@ -142,7 +146,11 @@ type Guard struct {
 
 // New checks o and returns a Guard.
 func New(o Options) (*Guard, error) {
-	g := &Guard{now: o.Now, log: o.Logger, replay: newReplayCache(maxReplayEntries)}
+	perSource := o.NoncesPerSource
+	if perSource <= 0 {
+		perSource = defaultReplayPerSource
+	}
+	g := &Guard{now: o.Now, log: o.Logger, replay: newReplayCache(maxReplayEntries, perSource)}
 	if g.now == nil {
 		g.now = time.Now
 	}
@@ -265,6 +273,7 @@ type Ticket struct {
 	g     *Guard
 	st    *state
 	b     *bucket // nil for an allowlisted source
+	src   sourceKey
 	kind  Kind
 	quota Quota
 }
@@ -324,11 +333,12 @@ func (g *Guard) Admit(w http.ResponseWriter, r *http.Request, k Kind) (Ticket, e
 	if len(st.block) > 0 && st.block.contains(addr) {
 		return t, ErrBlocked
 	}
+	t.src = keyOf(addr, st.v6bits)
 	if len(st.allow) > 0 && st.allow.contains(addr) {
-		return t, nil // R4.5: no limits
+		return t, nil // R4.5: no rate limits
 	}
 	now := g.now()
-	b, ok, tokens := g.lim.take(st, keyOf(addr, st.v6bits), k, now)
+	b, ok, tokens := g.lim.take(st, t.src, k, now)
 	if b == nil {
 		g.warnAtCap(now)
 		retry := g.lim.retryAtCap(now)
@@ -404,15 +414,19 @@ func bearer(w http.ResponseWriter, r *http.Request, set, more []digest) error {
 // signature checks a signed GET (Z4).
 func (t Ticket) signature(w http.ResponseWriter, r *http.Request, id actor.ID) error {
 	now := t.g.now()
-	switch t.g.replay.verify(r.Header, id, now) {
+	switch res := t.g.replay.verify(r.Header, id, t.src, now); res {
 	case sigOK:
 		return nil
 	case sigMissing:
 		w.Header()[hdrChallenge] = hvSignature
 		return ErrUnauthorized
 	case sigCacheFull:
-		return &LimitError{Kind: t.kind, retry: t.g.replay.retryAfter(now),
+		return &LimitError{Kind: t.kind, retry: t.g.replay.retryAfter(res, t.src, now),
 			body: limitBody("the server holds as many signature nonces as it may; try again later", "signature_nonces", maxReplayEntries, 0)}
+	case sigSourceFull:
+		return &LimitError{Kind: t.kind, retry: t.g.replay.retryAfter(res, t.src, now),
+			body: limitBody("this source holds as many signature nonces as it may; try again later",
+				"signature_nonces_per_source", int(t.g.replay.perSource), 0)}
 	}
 	return ErrForbidden
 }
