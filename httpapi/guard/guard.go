@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -358,6 +359,23 @@ func (g *Guard) Admit(w http.ResponseWriter, r *http.Request, k Kind) (Ticket, e
 		return t, &LimitError{Kind: k, retry: retry, body: st.limitBody[k]}
 	}
 	return t, nil
+}
+
+// ConnSource names the source whose max_connections_per_source a
+// connection from TCP peer counts against: the peer's address, IPv6
+// grouped by rate_limit_ipv6_prefix bits as the rate limits group it
+// (R4.2). X-Forwarded-For cannot be read when a connection is accepted, so
+// a trusted proxy's connections, each carrying clients of its own, are not
+// capped (capped false), nor are an allowlisted peer's (R4.5: no limits)
+// or those of a peer without an IP address. It follows reloads: the lists
+// and the prefix in force at the accept decide.
+func (g *Guard) ConnSource(peer netip.Addr) (key [16]byte, capped bool) {
+	st := g.st.Load()
+	peer = peer.WithZone("").Unmap()
+	if !peer.IsValid() || st.trusted.contains(peer) || st.allow.contains(peer) {
+		return key, false
+	}
+	return keyOf(peer, st.v6bits), true
 }
 
 // warnAtCap logs, at most once a minute, that new sources are refused.
