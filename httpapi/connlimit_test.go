@@ -141,16 +141,17 @@ func TestConnLimitRefusalsBounded(t *testing.T) {
 	}
 }
 
-// TestConnLimitTLS: over TLS, a refused connection gets its 503 after the
-// handshake, on HTTP/1.1 even when the client offers h2.
-func TestConnLimitTLS(t *testing.T) {
+// tlsLimited serves the request's protocol over TLS behind a ConnLimit
+// of max connections; idle makes it track idle connections (ConnState).
+func tlsLimited(t *testing.T, max int, idle bool) (l *ConnLimit, url string, client func() *http.Client) {
+	t.Helper()
 	p := tlstest.Write(t, t.TempDir(), "a", time.Time{})
 	cert, err := tls.LoadX509KeyPair(p.CertPath, p.KeyPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	conf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	l := NewConnLimit(ConnLimitOptions{Max: 1, Metrics: metrics.NewSet()})
+	l = NewConnLimit(ConnLimitOptions{Max: max, Metrics: metrics.NewSet()})
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -158,26 +159,41 @@ func TestConnLimitTLS(t *testing.T) {
 	srv := NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) }),
 		nil, ServerOptions{LongPollMax: time.Second})
 	srv.TLSConfig = conf
+	if idle {
+		srv.ConnState = l.ConnState
+	}
 	go srv.ServeTLS(l.Listener(raw, conf), "", "")
 	t.Cleanup(func() { srv.Close() })
-
-	client := func() *http.Client {
+	client = func() *http.Client {
 		return &http.Client{Transport: &http.Transport{
 			TLSClientConfig:   &tls.Config{RootCAs: p.Pool()},
 			ForceAttemptHTTP2: true,
 		}}
 	}
-	url := "https://" + raw.Addr().String() + "/"
-	resp, err := client().Get(url)
+	return l, "https://" + raw.Addr().String() + "/", client
+}
+
+// getProto fetches url and returns the protocol the server saw.
+func getProto(t *testing.T, c *http.Client, url string) string {
+	t.Helper()
+	resp, err := c.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	if string(b) != "HTTP/2.0" {
-		t.Fatalf("first connection spoke %q; want HTTP/2.0", b)
+	return string(b)
+}
+
+// TestConnLimitTLS: over TLS, a refused connection gets its 503 after the
+// handshake, on HTTP/1.1 even when the client offers h2.
+func TestConnLimitTLS(t *testing.T) {
+	_, url, client := tlsLimited(t, 1, false)
+	if p := getProto(t, client(), url); p != "HTTP/2.0" {
+		t.Fatalf("first connection spoke %q; want HTTP/2.0", p)
 	}
 	// The first client keeps its connection open: the next is refused.
-	resp, err = client().Get(url)
+	resp, err := client().Get(url)
 	if err != nil {
 		t.Fatalf("second connection: %v; want a 503 answer", err)
 	}
@@ -185,6 +201,19 @@ func TestConnLimitTLS(t *testing.T) {
 		t.Errorf("refusal spoke %s; want HTTP/1.1", resp.Proto)
 	}
 	wantOverloadedConn(t, resp)
+}
+
+// TestConnLimitClosesIdleHTTP2: an HTTP/2 connection without a stream is
+// idle too, and gives way at the cap.
+func TestConnLimitClosesIdleHTTP2(t *testing.T) {
+	l, url, client := tlsLimited(t, 1, true)
+	if p := getProto(t, client(), url); p != "HTTP/2.0" {
+		t.Fatalf("first connection spoke %q; want HTTP/2.0", p)
+	}
+	waitIdle(t, l, 1)
+	if p := getProto(t, client(), url); p != "HTTP/2.0" {
+		t.Fatalf("second connection spoke %q; want HTTP/2.0, served", p)
+	}
 }
 
 // dialFrom opens a connection to addr from the loopback address local
