@@ -69,8 +69,11 @@ type Config struct {
 	ShutdownTimeoutSeconds int `koanf:"shutdown_timeout_seconds" toml:"shutdown_timeout_seconds"`
 
 	StateFile string `koanf:"state_file" toml:"state_file"`
-	Store     string `koanf:"store" toml:"store"`
-	RedisURL  string `koanf:"redis_url" toml:"redis_url"`
+
+	MaxConnectionsPerSource int `koanf:"max_connections_per_source" toml:"max_connections_per_source"`
+
+	Store    string `koanf:"store" toml:"store"`
+	RedisURL string `koanf:"redis_url" toml:"redis_url"`
 
 	RuntimeMemoryLimitMB int `koanf:"runtime_memory_limit_mb" toml:"runtime_memory_limit_mb"`
 
@@ -113,6 +116,7 @@ func Defaults() Config {
 		MaxWaitingPerSource:       100,
 		ShutdownTimeoutSeconds:    30,
 		StateFile:                 "",
+		MaxConnectionsPerSource:   256,
 		Store:                     "memory",
 		RedisURL:                  "",
 		RuntimeMemoryLimitMB:      0,
@@ -231,6 +235,7 @@ var fields = []field{
 	{key: "max_waiting_per_source", kind: kindInt, min: 1, help: "concurrent long-polls per source; beyond: 429"},
 	{key: "shutdown_timeout_seconds", kind: kindInt, min: 0, max: MaxShutdownTimeoutSeconds, help: "drain limit in seconds"},
 	{key: "state_file", kind: kindString, help: "where queued messages survive a planned restart"},
+	{key: "max_connections_per_source", kind: kindInt, min: 1, help: "open connections from one source; beyond: 503"},
 	{key: "store", kind: kindString, oneOf: []string{"memory", "redis"}, allowed: storeAllowed, help: "message store"},
 	{key: "redis_url", kind: kindString, secret: true, allowed: "must be a redis:// or rediss:// URL with a host (e.g. redis://127.0.0.1:6379/0)", help: "redis store URL, e.g. redis://127.0.0.1:6379/0"},
 	{key: "runtime_memory_limit_mb", kind: kindInt, min: 0, max: maxMiB, help: "Go soft memory limit in MiB; 0 = automatic"},

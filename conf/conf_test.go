@@ -41,6 +41,7 @@ func TestDefaultsMatchSpec(t *testing.T) {
 		"max_waiting_per_source":       100,
 		"shutdown_timeout_seconds":     30,
 		"state_file":                   "",
+		"max_connections_per_source":   256,
 		"store":                        "memory",
 		"redis_url":                    "",
 		"runtime_memory_limit_mb":      0,

@@ -101,6 +101,7 @@ func TestEveryKeyEveryLayer(t *testing.T) {
 		"max_waiting_per_source":       {`3`, "3", 3},
 		"shutdown_timeout_seconds":     {`0`, "0", 0},
 		"state_file":                   {`"/var/lib/zrc/state"`, "/var/lib/zrc/state", "/var/lib/zrc/state"},
+		"max_connections_per_source":   {`4`, "4", 4},
 		"store":                        {`"memory"`, "memory", "memory"}, // redis needs redis_url too
 		"redis_url":                    {`"rediss://:pw@cache:6380/1"`, "rediss://:pw@cache:6380/1", "rediss://:pw@cache:6380/1"},
 		"runtime_memory_limit_mb":      {`256`, "256", 256},

@@ -121,6 +121,8 @@ func TestValidationRules(t *testing.T) {
 			want: wantProblem{"max_connections", "flag --max-connections", "must be an integer of at least 1"}},
 		{name: "max_waiting_per_source zero", args: []string{"--max-waiting-per-source", "0"},
 			want: wantProblem{"max_waiting_per_source", "flag --max-waiting-per-source", "must be an integer of at least 1"}},
+		{name: "max_connections_per_source zero", args: []string{"--max-connections-per-source", "0"},
+			want: wantProblem{"max_connections_per_source", "flag --max-connections-per-source", "must be an integer of at least 1"}},
 		{name: "shutdown_timeout_seconds negative", args: []string{"--shutdown-timeout-seconds=-1"},
 			want: wantProblem{"shutdown_timeout_seconds", "flag --shutdown-timeout-seconds", "must be an integer from 0 to 60, got -1"}},
 		{name: "shutdown_timeout_seconds past the unit's stop timeout", env: map[string]string{"ZRC_SHUTDOWN_TIMEOUT_SECONDS": "61"},

@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,12 +39,12 @@ const (
 // not milliseconds.
 const rejectRetryAfter = 5
 
-// overloadedResponse answers a connection refused at the cap: the
+// overloadedResponse answers a connection refused at a cap: the
 // `overloaded` JSON error of the API (SPEC "HTTP API"), as a complete
 // HTTP/1.1 response written straight on the connection, which is then
 // closed.
-var overloadedResponse = func() []byte {
-	body := `{"error":"overloaded","message":"server is at its connection limit"}`
+func overloadedResponse(message string) []byte {
+	body := `{"error":"overloaded","message":"` + message + `"}`
 	return []byte("HTTP/1.1 503 Service Unavailable\r\n" +
 		"Content-Type: application/json\r\n" +
 		"Retry-After: " + strconv.Itoa(rejectRetryAfter) + "\r\n" +
@@ -50,7 +52,14 @@ var overloadedResponse = func() []byte {
 		"Connection: close\r\n" +
 		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n" +
 		"\r\n" + body)
-}()
+}
+
+// ConnSources names the source a connection counts against under
+// max_connections_per_source; *guard.Guard is one. capped is false for a
+// peer the per-source cap does not apply to.
+type ConnSources interface {
+	ConnSource(peer netip.Addr) (key [16]byte, capped bool)
+}
 
 // ConnLimitOptions configure NewConnLimit.
 type ConnLimitOptions struct {
@@ -59,27 +68,58 @@ type ConnLimitOptions struct {
 	Metrics *metrics.Set // nil: no metrics
 	// Cap names the cap in the refusals' log line; "": "max_connections".
 	Cap string
+	// PerSource caps the open connections of one source
+	// (max_connections_per_source), as Sources names them; 0 or a nil
+	// Sources: no per-source cap.
+	PerSource int
+	Sources   ConnSources
 }
 
-// ConnLimit caps the open connections of a listener (max_connections), so
-// that a flood degrades the server instead of exhausting its file
-// descriptors or memory. A connection past the cap is not left waiting in
-// the kernel's backlog, as netutil.LimitListener would: it is accepted,
-// answered 503 `overloaded` with Retry-After, and closed. /health reads
-// Open and Max and reports 503 overloaded at the cap. Its methods are safe
-// for concurrent use.
+// ConnLimit caps the open connections of a listener (max_connections),
+// and those of one source (max_connections_per_source), so that a flood
+// degrades the server instead of exhausting its file descriptors or
+// memory, and one source cannot take every connection. A connection past
+// a cap is not left waiting in the kernel's backlog, as
+// netutil.LimitListener would: it is accepted, answered 503 `overloaded`
+// with Retry-After, and closed. Near the global cap, a new connection
+// first closes the connection idle the longest between requests (see
+// ConnState), so that keep-alive connections nobody uses give way to new
+// clients. /health reads Open and Max and reports 503 overloaded at the
+// cap. Its methods are safe for concurrent use.
 type ConnLimit struct {
-	max       int64
+	max int64
+	// highWater is where closing idle connections begins: 90 % of max.
+	highWater int64
+	perSource int
+	sources   ConnSources  // nil: no per-source cap
 	open      atomic.Int64 // connections handed to the server and not yet closed
 	rejecting atomic.Int64 // refusals being answered now
-	rejected  *metrics.Counter
-	log       *burstlog.Logger
+	global    capRefusal   // past max
+	source    capRefusal   // past perSource
+	// idleClosed counts the idle connections closed to make room.
+	idleClosed *metrics.Counter
 	// refusals counts the goroutines answering refusals; Close waits for
 	// them. Each ends within rejectTimeout.
 	refusals sync.WaitGroup
+
+	mu sync.Mutex
+	// bySource counts the open connections of each capped source; a
+	// source with none has no entry. Guarded by mu.
+	bySource map[[16]byte]int
+	// idle is the sentinel of the list of idle connections, the one idle
+	// the longest first. Guarded by mu.
+	idle countedConn
 }
 
-// NewConnLimit returns a cap of o.Max open connections.
+// capRefusal is how one cap refuses: its answer, counter and log line.
+type capRefusal struct {
+	response []byte
+	rejected *metrics.Counter // nil: no metrics
+	log      *burstlog.Logger
+}
+
+// NewConnLimit returns a cap of o.Max open connections, and of o.PerSource
+// per source.
 func NewConnLimit(o ConnLimitOptions) *ConnLimit {
 	log := o.Logger
 	if log == nil {
@@ -91,12 +131,27 @@ func NewConnLimit(o ConnLimitOptions) *ConnLimit {
 	}
 	l := &ConnLimit{
 		max: int64(max(o.Max, 1)),
-		log: burstlog.New(log, "connections refused: "+capName+" reached", rejectLogPeriod),
+		global: capRefusal{
+			response: overloadedResponse("server is at its connection limit"),
+			log:      burstlog.New(log, "connections refused: "+capName+" reached", rejectLogPeriod),
+		},
+		source: capRefusal{
+			response: overloadedResponse("too many open connections from this source"),
+			log:      burstlog.New(log, "connections refused: max_connections_per_source reached", rejectLogPeriod),
+		},
+		bySource: make(map[[16]byte]int),
 	}
+	l.highWater = l.max - l.max/10
+	if o.PerSource > 0 && o.Sources != nil {
+		l.perSource, l.sources = o.PerSource, o.Sources
+	}
+	l.idle.prev, l.idle.next = &l.idle, &l.idle
 	if o.Metrics != nil {
 		o.Metrics.NewGauge("zrc_rendezvous_open_connections", func() float64 { return float64(l.open.Load()) })
 		o.Metrics.NewGauge("zrc_rendezvous_max_connections", func() float64 { return float64(l.max) })
-		l.rejected = o.Metrics.NewCounter("zrc_rendezvous_rejected_connections_total")
+		l.global.rejected = o.Metrics.NewCounter("zrc_rendezvous_rejected_connections_total")
+		l.source.rejected = o.Metrics.NewCounter("zrc_rendezvous_rejected_connections_per_source_total")
+		l.idleClosed = o.Metrics.NewCounter("zrc_rendezvous_idle_connections_closed_total")
 	}
 	return l
 }
@@ -112,14 +167,49 @@ func (l *ConnLimit) Max() int64 { return l.max }
 // is closed.
 func (l *ConnLimit) Close() {
 	l.refusals.Wait()
-	l.log.Close()
+	l.global.log.Close()
+	l.source.log.Close()
+}
+
+// ConnState is the http.Server's ConnState hook: it keeps the list of
+// connections idle between requests (http.StateIdle, HTTP/1.1 keep-alive
+// or HTTP/2 without a stream), from which the longest idle is closed when
+// a new connection comes near the cap. Without it no connection is closed
+// to make room.
+func (l *ConnLimit) ConnState(c net.Conn, state http.ConnState) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	cc, ok := c.(*countedConn)
+	if !ok || cc.l != l {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.unlinkLocked(cc)
+	if state == http.StateIdle && !cc.closed.Load() {
+		// At the back: the list stays ordered by when each went idle.
+		cc.prev, cc.next = l.idle.prev, &l.idle
+		l.idle.prev.next = cc
+		l.idle.prev = cc
+	}
+}
+
+// unlinkLocked takes c off the idle list, if it is on it.
+func (l *ConnLimit) unlinkLocked(c *countedConn) {
+	if c.next == nil {
+		return
+	}
+	c.prev.next, c.next.prev = c.next, c.prev
+	c.prev, c.next = nil, nil
 }
 
 // Listener wraps ln, the raw TCP listener, so that every connection it
-// accepts counts against the cap until it is closed. With TLS, tlsConf is
-// the server's TLS configuration: a refused connection is answered after
-// a handshake, over HTTP/1.1, which every HTTPS client speaks. The server
-// then adds its own TLS layer on top of the wrapped listener (ServeTLS).
+// accepts counts against the caps until it is closed. With TLS, tlsConf
+// is the server's TLS configuration: a refused connection is answered
+// after a handshake, over HTTP/1.1, which every HTTPS client speaks. The
+// server then adds its own TLS layer on top of the wrapped listener
+// (ServeTLS).
 func (l *ConnLimit) Listener(ln net.Listener, tlsConf *tls.Config) net.Listener {
 	cl := &limitListener{Listener: ln, l: l}
 	if tlsConf != nil {
@@ -135,8 +225,8 @@ type limitListener struct {
 	tlsConf *tls.Config // nil: plain HTTP
 }
 
-// Accept returns the next connection under the cap; the ones past it are
-// refused on their own goroutines and never reach the server.
+// Accept returns the next connection under the caps; the ones past them
+// are refused on their own goroutines and never reach the server.
 func (ll *limitListener) Accept() (net.Conn, error) {
 	l := ll.l
 	for {
@@ -144,28 +234,73 @@ func (ll *limitListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if l.open.Add(1) <= l.max {
-			return &countedConn{Conn: c, l: l}, nil
+		cc, refusal := l.admit(c)
+		if cc != nil {
+			return cc, nil
 		}
-		l.open.Add(-1)
-		if l.rejected != nil {
-			l.rejected.Inc()
+		if refusal.rejected != nil {
+			refusal.rejected.Inc()
 		}
 		if l.rejecting.Add(1) > maxRejecting {
 			l.rejecting.Add(-1)
 			c.Close()
-			l.log.Event("closed unanswered: too many refusals in progress")
+			refusal.log.Event("closed unanswered: too many refusals in progress")
 			continue
 		}
-		l.log.Event("answered 503 overloaded")
+		refusal.log.Event("answered 503 overloaded")
 		l.refusals.Add(1)
-		go ll.reject(c)
+		go ll.reject(c, refusal.response)
 	}
 }
 
-// reject answers a connection past the cap and closes it, all within
-// rejectTimeout.
-func (ll *limitListener) reject(c net.Conn) {
+// admit counts c against the caps, or returns the cap that refuses it: its
+// source's first, so that a source at its cap closes no one's idle
+// connection. From highWater on, the connection idle the longest is
+// closed first; at the cap, that makes room for c.
+func (l *ConnLimit) admit(c net.Conn) (*countedConn, *capRefusal) {
+	cc := &countedConn{Conn: c, l: l}
+	if l.sources != nil {
+		var peer netip.Addr
+		if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			peer = a.AddrPort().Addr()
+		}
+		cc.src, cc.capped = l.sources.ConnSource(peer)
+	}
+	l.mu.Lock()
+	if cc.capped && l.bySource[cc.src] >= l.perSource {
+		l.mu.Unlock()
+		return nil, &l.source
+	}
+	var victim *countedConn
+	if l.open.Load() >= l.highWater && l.idle.next != &l.idle {
+		victim = l.idle.next
+		l.unlinkLocked(victim)
+	}
+	l.mu.Unlock()
+	if victim != nil {
+		// Its server goroutine, blocked reading the next request, fails
+		// and ends; a client that sends one just now retries it on a new
+		// connection, as after IdleTimeout.
+		victim.Close()
+		if l.idleClosed != nil {
+			l.idleClosed.Inc()
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.open.Load() >= l.max {
+		return nil, &l.global
+	}
+	l.open.Add(1)
+	if cc.capped {
+		l.bySource[cc.src]++
+	}
+	return cc, nil
+}
+
+// reject answers a connection past a cap with response and closes it, all
+// within rejectTimeout.
+func (ll *limitListener) reject(c net.Conn, response []byte) {
 	defer ll.l.refusals.Done()
 	defer ll.l.rejecting.Add(-1)
 	defer c.Close()
@@ -185,7 +320,7 @@ func (ll *limitListener) reject(c net.Conn) {
 	if !skipHeaders(br) {
 		return
 	}
-	if _, err := conn.Write(overloadedResponse); err != nil {
+	if _, err := conn.Write(response); err != nil {
 		return
 	}
 	// Half-close, then read what the client still sends (a body) until it
@@ -223,16 +358,30 @@ func skipHeaders(br *bufio.Reader) bool {
 	return false
 }
 
-// countedConn gives its slot back when it is closed, once.
+// countedConn gives its slots back when it is closed, once.
 type countedConn struct {
 	net.Conn
 	l      *ConnLimit
+	src    [16]byte // its source, when capped
+	capped bool     // it counts against its source's cap
 	closed atomic.Bool
+	// prev and next link it into l's idle list; nil when not on it.
+	// Guarded by l.mu.
+	prev, next *countedConn
 }
 
 func (c *countedConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
-		c.l.open.Add(-1)
+		l := c.l
+		l.mu.Lock()
+		l.unlinkLocked(c)
+		if c.capped {
+			if l.bySource[c.src]--; l.bySource[c.src] == 0 {
+				delete(l.bySource, c.src)
+			}
+		}
+		l.open.Add(-1)
+		l.mu.Unlock()
 	}
 	return c.Conn.Close()
 }

@@ -568,6 +568,31 @@ func TestAuthSignature(t *testing.T) {
 	wantError(t, s.do(getAs("", alice.id, valid...)), 403, "forbidden") // and now stale too
 }
 
+// Z4: one source signing GETs for its own key as fast as it may fills only
+// its share of the replay cache: it gets 429 while another source's signed
+// GET is still served.
+func TestSignatureNoncesPerSource(t *testing.T) {
+	o := guardOptions()
+	o.Mode, o.TrustedProxies, o.NoncesPerSource = guard.Signature, []string{"127.0.0.1"}, 3
+	s := newGuardedServer(t, o, nil)
+	alice, mallory := newSigner(1), newSigner(2)
+	wantAccepted(t, s.do(postAs("", alice.id)), seq0, 1)
+	now := s.clock.Now()
+	for range 3 {
+		wantNoContent(t, s.do(getAs("198.51.100.66", mallory.id, mallory.headers(t, now)...)))
+	}
+	s.clock.Advance(5 * time.Second)
+	r := s.do(getAs("198.51.100.66", mallory.id, mallory.headers(t, s.clock.Now())...))
+	wantLimited(t, r, "56", "signature_nonces_per_source", 3, 0) // the first of hers goes stale in 56 s
+	// The same source with another key is refused too; another source is not.
+	wantLimited(t, s.do(getAs("198.51.100.66", alice.id, alice.headers(t, s.clock.Now())...)),
+		"56", "signature_nonces_per_source", 3, 0)
+	wantMessage(t, s.do(getAs("198.51.100.7", alice.id, alice.headers(t, s.clock.Now())...)), "envelope", seq0, 0)
+	// Once her entries are stale, she gets in again.
+	s.clock.Advance(56 * time.Second)
+	wantNoContent(t, s.do(getAs("198.51.100.66", mallory.id, mallory.headers(t, s.clock.Now())...)))
+}
+
 // R5.6: a reload swaps tokens, lists and numbers at once, and a long-poll
 // parked across it still receives its message.
 func TestReloadKeepsWaitingLongPoll(t *testing.T) {

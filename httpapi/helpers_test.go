@@ -128,6 +128,7 @@ func newTestServer(t testing.TB, mod ...func(*config)) *testServer {
 	ts := httptest.NewUnstartedServer(nil)
 	cfg.server.LongPollMax = cfg.api.LongPollMax
 	ts.Config = NewServer(h, base, cfg.server)
+	ts.Config.ConnState = conns.ConnState // httptest chains its own after it
 	ts.Listener = conns.Listener(ts.Listener, nil)
 	ts.Start()
 	t.Cleanup(func() { sup.Close() })

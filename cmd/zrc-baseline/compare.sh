@@ -17,7 +17,7 @@ CGO_ENABLED=0 go build -o "$bin/base" ./cmd/zrc-baseline
 ulimit -n "$(ulimit -Hn)"
 # Defaults, but for the per-source limits: all the load comes from one host.
 FLAGS="--listen-addr 127.0.0.1 --rate-limit-posts-per-minute 100000000 --rate-limit-gets-per-minute 100000000
-  --max-waiting-per-source 1000000 --max-connections 30000 --max-mailboxes 30000"
+  --max-waiting-per-source 1000000 --max-connections-per-source 1000000 --max-connections 30000 --max-mailboxes 30000"
 LOAD="--mailboxes $M --posters 8 --rate $RATE --size 1024 --warmup 2s --duration $DUR --json --quiet"
 for r in $(seq 1 "$ROUNDS"); do
 	port=$((18300 + r * 2))

@@ -63,7 +63,7 @@ type server struct {
 // waiting count still run on every mailbox request, as with the defaults.
 var loadFlags = []string{
 	"--rate-limit-posts-per-minute", "100000000", "--rate-limit-gets-per-minute", "100000000",
-	"--max-waiting-per-source", "1000000",
+	"--max-waiting-per-source", "1000000", "--max-connections-per-source", "1000000",
 }
 
 // startServer runs the binary on a free port with loadFlags and waits for
@@ -385,5 +385,41 @@ func TestProcessMetricsListenerIsCapped(t *testing.T) {
 			t.Fatalf("scrape after a connection closed: %d; want 200", resp.StatusCode)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// max_connections_per_source: the server's own listener counts each
+// source's connections from accept on. 127.0.0.2 is a second source (Linux
+// routes all of 127/8 to lo).
+func TestProcessConnectionsPerSource(t *testing.T) {
+	s := startServer(t, nil, "--max-connections-per-source", "2")
+	addr := strings.TrimPrefix(s.url, "http://")
+	health := func(local string) (int, string) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for i := range 2 {
+		if st, body := health("127.0.0.1"); st != 200 {
+			t.Fatalf("connection %d: %d %s; want 200", i+1, st, body)
+		}
+	}
+	want := `{"error":"overloaded","message":"too many open connections from this source"}`
+	if st, body := health("127.0.0.1"); st != 503 || body != want {
+		t.Fatalf("third connection of 127.0.0.1: %d %s; want 503 %s", st, body, want)
+	}
+	if st, body := health("127.0.0.2"); st != 200 {
+		t.Fatalf("127.0.0.2 while 127.0.0.1 is at its cap: %d %s; want 200", st, body)
 	}
 }

@@ -118,6 +118,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	conns := httpapi.NewConnLimit(httpapi.ConnLimitOptions{
 		Max: cfg.MaxConnections, Logger: log.Named("http"), Metrics: set,
+		PerSource: cfg.MaxConnectionsPerSource, Sources: gd,
 	})
 	defer conns.Close()
 	handler := httpapi.New(httpapi.Deps{
@@ -145,6 +146,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	srv := httpapi.NewServer(handler, root, httpapi.ServerOptions{
 		Addr: mainAddr, LongPollMax: cfg.LongPollMax(), ErrorLog: errLog,
 	})
+	srv.ConnState = conns.ConnState // idle connections give way near the cap
 	ln, err := net.Listen("tcp", mainAddr)
 	if err != nil {
 		sup.Close()
@@ -187,6 +189,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		metricsSrv = httpapi.NewServer(httpapi.MetricsHandler(set), root, httpapi.ServerOptions{
 			Addr: cfg.MetricsListen, ErrorLog: errLog,
 		})
+		metricsSrv.ConnState = metricsConns.ConnState
 		go func() { serveErr <- metricsSrv.Serve(mln) }()
 		log.Info("serving metrics", zap.String("addr", mln.Addr().String()))
 	}

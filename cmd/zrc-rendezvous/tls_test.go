@@ -160,27 +160,27 @@ func TestProcessTLSBadPairExits2(t *testing.T) {
 
 // max_connections through the real process: past the cap a new
 // connection is answered 503 overloaded and counted, and the connections
-// under it work.
+// under it work; once the one held is idle between requests, it gives way
+// to a new one instead.
 func TestProcessConnectionCap(t *testing.T) {
 	s := startServer(t, nil, "--max-connections", "1")
-	held, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+	addr := strings.TrimPrefix(s.url, "http://")
+	// Connected, no request sent yet: counted, and not idle.
+	held, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer held.Close()
-	br := bufio.NewReader(held)
-	get := func(path string) (int, string) {
+	get := func(c net.Conn, br *bufio.Reader, path string) (int, string) {
 		t.Helper()
-		io.WriteString(held, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
-	}
-	if code, body := get("/health"); code != 503 || !strings.Contains(body, `"open_connections":1`) {
-		t.Fatalf("/health at the cap: %d %s; want 503 with open_connections 1", code, body)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -191,14 +191,45 @@ func TestProcessConnectionCap(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), `"error":"overloaded"`) {
-		t.Fatalf("past the cap: %d %s; want 503 overloaded with Retry-After", resp.StatusCode, body)
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "5" || !strings.Contains(string(body), `"error":"overloaded"`) {
+		t.Fatalf("past the cap: %d %s; want 503 overloaded with Retry-After 5", resp.StatusCode, body)
 	}
-	_, metrics := get("/metrics")
+	br := bufio.NewReader(held)
+	if code, body := get(held, br, "/health"); code != 503 || !strings.Contains(body, `"open_connections":1`) {
+		t.Fatalf("/health at the cap: %d %s; want 503 with open_connections 1", code, body)
+	}
+	_, metrics := get(held, br, "/metrics")
 	for _, want := range []string{"zrc_rendezvous_open_connections 1\n", "zrc_rendezvous_max_connections 1\n", "zrc_rendezvous_rejected_connections_total 1\n"} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+
+	// held is idle now: a new connection closes it and is served. (The
+	// server marks it idle just after writing its answer: a connection
+	// that comes first is refused, so try again.)
+	var next net.Conn
+	var nbr *bufio.Reader
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if next, err = net.Dial("tcp", addr); err != nil {
+			t.Fatal(err)
+		}
+		defer next.Close()
+		nbr = bufio.NewReader(next)
+		code, body := get(next, nbr, "/health")
+		if code == 503 && strings.Contains(body, `"status":"overloaded"`) {
+			break // /health's own answer at the cap: admitted
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("new connection with the held one idle: %d %s; want /health's own 503 overloaded", code, body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("the idle connection: read %d, %v; want EOF", n, err)
+	}
+	if _, metrics = get(next, nbr, "/metrics"); !strings.Contains(metrics, "zrc_rendezvous_idle_connections_closed_total 1\n") {
+		t.Errorf("metrics lack zrc_rendezvous_idle_connections_closed_total 1")
 	}
 }
 

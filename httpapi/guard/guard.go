@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -75,8 +76,9 @@ func (e *LimitError) RetryAfter() time.Duration { return e.retry }
 // (its number) and, for the token buckets, "window_seconds".
 func (e *LimitError) Body() []byte { return e.body }
 
-// Options configure a Guard. cmd builds them from conf.Config. Now and
-// Logger are fixed by New; everything else a reload may change.
+// Options configure a Guard. cmd builds them from conf.Config. Now,
+// Logger and NoncesPerSource are fixed by New; everything else a reload
+// may change.
 type Options struct {
 	// PostsPerWindow and GetsPerWindow are each source's buckets: that
 	// many requests, refilled continuously so that an empty bucket is full
@@ -103,6 +105,9 @@ type Options struct {
 
 	Now    func() time.Time // nil: time.Now
 	Logger *zap.Logger      // nil: no logs
+	// NoncesPerSource caps one source's share of the signature replay
+	// cache; 0: defaultReplayPerSource. Tests set a small one.
+	NoncesPerSource int
 }
 
 // state is one version of the reloadable options, prepared in full before
@@ -142,7 +147,11 @@ type Guard struct {
 
 // New checks o and returns a Guard.
 func New(o Options) (*Guard, error) {
-	g := &Guard{now: o.Now, log: o.Logger, replay: newReplayCache(maxReplayEntries)}
+	perSource := o.NoncesPerSource
+	if perSource <= 0 {
+		perSource = defaultReplayPerSource
+	}
+	g := &Guard{now: o.Now, log: o.Logger, replay: newReplayCache(maxReplayEntries, perSource)}
 	if g.now == nil {
 		g.now = time.Now
 	}
@@ -265,6 +274,7 @@ type Ticket struct {
 	g     *Guard
 	st    *state
 	b     *bucket // nil for an allowlisted source
+	src   sourceKey
 	kind  Kind
 	quota Quota
 }
@@ -324,11 +334,12 @@ func (g *Guard) Admit(w http.ResponseWriter, r *http.Request, k Kind) (Ticket, e
 	if len(st.block) > 0 && st.block.contains(addr) {
 		return t, ErrBlocked
 	}
+	t.src = keyOf(addr, st.v6bits)
 	if len(st.allow) > 0 && st.allow.contains(addr) {
-		return t, nil // R4.5: no limits
+		return t, nil // R4.5: no rate limits
 	}
 	now := g.now()
-	b, ok, tokens := g.lim.take(st, keyOf(addr, st.v6bits), k, now)
+	b, ok, tokens := g.lim.take(st, t.src, k, now)
 	if b == nil {
 		g.warnAtCap(now)
 		retry := g.lim.retryAtCap(now)
@@ -348,6 +359,23 @@ func (g *Guard) Admit(w http.ResponseWriter, r *http.Request, k Kind) (Ticket, e
 		return t, &LimitError{Kind: k, retry: retry, body: st.limitBody[k]}
 	}
 	return t, nil
+}
+
+// ConnSource names the source whose max_connections_per_source a
+// connection from TCP peer counts against: the peer's address, IPv6
+// grouped by rate_limit_ipv6_prefix bits as the rate limits group it
+// (R4.2). X-Forwarded-For cannot be read when a connection is accepted, so
+// a trusted proxy's connections, each carrying clients of its own, are not
+// capped (capped false), nor are an allowlisted peer's (R4.5: no limits)
+// or those of a peer without an IP address. It follows reloads: the lists
+// and the prefix in force at the accept decide.
+func (g *Guard) ConnSource(peer netip.Addr) (key [16]byte, capped bool) {
+	st := g.st.Load()
+	peer = peer.WithZone("").Unmap()
+	if !peer.IsValid() || st.trusted.contains(peer) || st.allow.contains(peer) {
+		return key, false
+	}
+	return keyOf(peer, st.v6bits), true
 }
 
 // warnAtCap logs, at most once a minute, that new sources are refused.
@@ -404,15 +432,19 @@ func bearer(w http.ResponseWriter, r *http.Request, set, more []digest) error {
 // signature checks a signed GET (Z4).
 func (t Ticket) signature(w http.ResponseWriter, r *http.Request, id actor.ID) error {
 	now := t.g.now()
-	switch t.g.replay.verify(r.Header, id, now) {
+	switch res := t.g.replay.verify(r.Header, id, t.src, now); res {
 	case sigOK:
 		return nil
 	case sigMissing:
 		w.Header()[hdrChallenge] = hvSignature
 		return ErrUnauthorized
 	case sigCacheFull:
-		return &LimitError{Kind: t.kind, retry: t.g.replay.retryAfter(now),
+		return &LimitError{Kind: t.kind, retry: t.g.replay.retryAfter(res, t.src, now),
 			body: limitBody("the server holds as many signature nonces as it may; try again later", "signature_nonces", maxReplayEntries, 0)}
+	case sigSourceFull:
+		return &LimitError{Kind: t.kind, retry: t.g.replay.retryAfter(res, t.src, now),
+			body: limitBody("this source holds as many signature nonces as it may; try again later",
+				"signature_nonces_per_source", int(t.g.replay.perSource), 0)}
 	}
 	return ErrForbidden
 }

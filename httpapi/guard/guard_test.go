@@ -165,25 +165,28 @@ func TestSignatureVectorsVerify(t *testing.T) {
 	if err := json.Unmarshal(b, &f); err != nil || len(f.Vectors) == 0 {
 		t.Fatalf("vectors: %v", err)
 	}
-	c := newReplayCache(10)
+	c := newReplayCache(10, 10)
 	for _, v := range f.Vectors {
 		id, _ := actor.ParseID(v.RecipientID)
 		ts, _ := strconv.ParseInt(v.Timestamp, 10, 64)
 		h := http.Header{hdrKey: {v.PublicKey}, hdrTimestamp: {v.Timestamp}, hdrNonce: {v.Nonce}, hdrSignature: {v.Signature}}
-		if got := c.verify(h, id, time.Unix(ts+59, 0)); got != sigOK {
+		if got := c.verify(h, id, sourceKey{}, time.Unix(ts+59, 0)); got != sigOK {
 			t.Fatalf("vector %s: %v; want ok", v.Nonce, got)
 		}
-		if got := c.verify(h, id, time.Unix(ts+59, 0)); got != sigReplayed {
+		if got := c.verify(h, id, sourceKey{}, time.Unix(ts+59, 0)); got != sigReplayed {
 			t.Fatalf("vector %s again: %v; want replayed", v.Nonce, got)
 		}
 	}
 }
 
+// The replay cache is bounded as a whole and per source: a source at its
+// share is refused while others still get in, until its entries expire.
 func TestReplayCacheBounded(t *testing.T) {
 	key := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
 	pub := key.Public().(ed25519.PublicKey)
 	id := actor.ID(sha256.Sum256(pub))
-	c := newReplayCache(3)
+	c := newReplayCache(5, 3)
+	a, b := sourceKey{1}, sourceKey{2}
 	now := time.Unix(1700000000, 0)
 	sign := func(nonce byte, at time.Time) http.Header {
 		s, err := client.SignGet(key, at, []byte{nonce, 1, 2, 3, 4, 5, 6, 7})
@@ -195,23 +198,38 @@ func TestReplayCacheBounded(t *testing.T) {
 		return h
 	}
 	for n := range byte(3) {
-		if got := c.verify(sign(n, now), id, now); got != sigOK {
+		if got := c.verify(sign(n, now), id, a, now); got != sigOK {
 			t.Fatalf("nonce %d: %v", n, got)
 		}
 	}
-	if got := c.verify(sign(9, now), id, now); got != sigCacheFull {
-		t.Fatalf("fourth nonce with the cache full: %v; want full", got)
+	if got := c.verify(sign(3, now.Add(time.Second)), id, a, now.Add(time.Second)); got != sigSourceFull {
+		t.Fatalf("a fourth nonce from a source at its share: %v; want source full", got)
 	}
-	if ra := c.retryAfter(now); ra != 61*time.Second {
+	if ra := c.retryAfter(sigSourceFull, a, now); ra != 61*time.Second {
+		t.Fatalf("retry after %v; want 61s", ra)
+	}
+	for n := byte(4); n < 6; n++ {
+		at := now.Add(10 * time.Second)
+		if got := c.verify(sign(n, at), id, b, at); got != sigOK {
+			t.Fatalf("nonce %d from another source: %v; want ok", n, got)
+		}
+	}
+	if got := c.verify(sign(9, now), id, b, now); got != sigCacheFull {
+		t.Fatalf("a sixth nonce with the cache full: %v; want full", got)
+	}
+	if ra := c.retryAfter(sigCacheFull, b, now); ra != 61*time.Second {
 		t.Fatalf("retry after %v; want 61s", ra)
 	}
 	later := now.Add(61 * time.Second)
-	if got := c.verify(sign(9, later), id, later); got != sigOK {
+	if got := c.verify(sign(9, later), id, a, later); got != sigOK {
 		t.Fatalf("after the first entries expired: %v", got)
+	}
+	if len(c.seen) != 3 || len(c.sources) != 2 || c.sources[a].n != 1 || c.sources[b].n != 2 {
+		t.Fatalf("after the sweep: %d entries, %d sources; want 3 entries, a 1, b 2", len(c.seen), len(c.sources))
 	}
 	// The nonce's case does not make a new pair.
 	h := sign(10, later)
-	if c.verify(h, id, later) != sigOK {
+	if c.verify(h, id, a, later) != sigOK {
 		t.Fatal("fresh nonce refused")
 	}
 	s, _ := client.SignGet(key, later, []byte{10, 1, 2, 3, 4, 5, 6, 7})
@@ -219,7 +237,7 @@ func TestReplayCacheBounded(t *testing.T) {
 	s.Nonce = "0A01020304050607"
 	s.Signature = hex.EncodeToString(ed25519.Sign(key, client.SignedString(id.String(), s.Timestamp, s.Nonce)))
 	s.Apply(upper)
-	if got := c.verify(upper, id, later); got != sigReplayed {
+	if got := c.verify(upper, id, a, later); got != sigReplayed {
 		t.Fatalf("same nonce in upper case: %v; want replayed", got)
 	}
 }

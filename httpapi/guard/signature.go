@@ -17,10 +17,19 @@ import (
 // server's clock, either way (Z4).
 const SignatureSkew = 60 * time.Second
 
-// maxReplayEntries caps the replay cache: about 4 MiB at most. Each entry
+// maxReplayEntries caps the replay cache: about 12 MiB, 22 MiB when every
+// entry is from a source of its own (each source is counted). Each entry
 // lives at most 2×SignatureSkew, and every entry is a GET that passed the
 // per-source rate limit and a signature check.
 const maxReplayEntries = 1 << 17
+
+// defaultReplayPerSource caps one source's share of the replay cache, so
+// that a source signing GETs for keys of its own as fast as its limits let
+// it (or an allowlisted one, without limits) fills its share and gets 429
+// while every other source's signed GETs still pass: 32 such sources are
+// needed to fill the cache. A source under the default GET rate limit
+// (120 a minute) holds at most about 360 entries.
+const defaultReplayPerSource = maxReplayEntries / 32
 
 // Canonical header keys of a signed GET.
 const (
@@ -115,16 +124,17 @@ func parseUnix(s string) (int64, bool) {
 type sigResult uint8
 
 const (
-	sigOK        sigResult = iota
-	sigMissing             // 401
-	sigBad                 // malformed, wrong key, stale, bad signature: 403
-	sigReplayed            // (key, nonce) already used in the window: 403
-	sigCacheFull           // the replay cache is full of live entries: 429
+	sigOK         sigResult = iota
+	sigMissing              // 401
+	sigBad                  // malformed, wrong key, stale, bad signature: 403
+	sigReplayed             // (key, nonce) already used in the window: 403
+	sigCacheFull            // the replay cache is full of live entries: 429
+	sigSourceFull           // the source holds its share of live entries: 429
 )
 
-// verify checks a signed GET of mailbox id at now, and records its
-// (key, nonce) so it is accepted only once (Z4).
-func (c *replayCache) verify(h http.Header, id actor.ID, now time.Time) sigResult {
+// verify checks a signed GET of mailbox id from source src at now, and
+// records its (key, nonce) so it is accepted only once (Z4).
+func (c *replayCache) verify(h http.Header, id actor.ID, src sourceKey, now time.Time) sigResult {
 	s, cred := parseSignature(h)
 	switch cred {
 	case credMissing:
@@ -143,7 +153,7 @@ func (c *replayCache) verify(h http.Header, id actor.ID, now time.Time) sigResul
 	if !ed25519.Verify(s.key[:], msg, s.sig[:]) {
 		return sigBad
 	}
-	return c.add(replayKey(&s), s.timestamp+int64(SignatureSkew/time.Second), now.Unix())
+	return c.add(replayKey(&s), src, s.timestamp+int64(SignatureSkew/time.Second), now.Unix())
 }
 
 // replayKey names a (key, nonce) pair, the nonce in either case: the
@@ -164,63 +174,105 @@ func replayKey(s *signedGet) [16]byte {
 }
 
 // replayCache remembers the (key, nonce) pairs of accepted signed GETs
-// until their timestamps go stale, so that each is accepted once (Z4).
+// until their timestamps go stale, so that each is accepted once (Z4). It
+// holds at most max entries, and at most perSource of one source's.
 type replayCache struct {
 	mu sync.Mutex
-	// seen maps a pair to the unix second after which its timestamp is
-	// stale and the entry can go; guarded by mu.
-	seen map[[16]byte]int64
+	// seen maps a pair to when it goes and whose it is; guarded by mu.
+	seen map[[16]byte]replayEntry
+	// sources counts each source's entries; a source with none has no
+	// entry. Guarded by mu.
+	sources map[sourceKey]sourceNonces
 	// nextSweep is when expired entries are next dropped (unix seconds);
 	// soonest is the earliest expiry of any entry. Both guarded by mu.
 	nextSweep, soonest int64
 	max                int
+	perSource          int32
 }
 
-func newReplayCache(max int) *replayCache {
-	return &replayCache{seen: make(map[[16]byte]int64), max: max}
+// replayEntry is a remembered pair: the unix second after which its
+// timestamp is stale and the entry can go, and the source that sent it.
+type replayEntry struct {
+	expires int64
+	src     sourceKey
 }
 
-// add records a pair valid until expires, or reports it as replayed, or
-// the cache as full when it holds max live entries even after dropping
-// the expired ones.
-func (c *replayCache) add(k [16]byte, expires, now int64) sigResult {
+// sourceNonces is one source's share of the cache.
+type sourceNonces struct {
+	n       int32
+	soonest int64 // the earliest expiry of its entries
+}
+
+func newReplayCache(max, perSource int) *replayCache {
+	return &replayCache{seen: make(map[[16]byte]replayEntry), sources: make(map[sourceKey]sourceNonces),
+		max: max, perSource: int32(min(perSource, max))}
+}
+
+// add records a pair from src valid until expires, or reports it as
+// replayed, or the source's share or the whole cache as full when they
+// hold as many live entries as they may even after dropping the expired
+// ones. A source at its share is refused before the cache fills, so that
+// only it waits.
+func (c *replayCache) add(k [16]byte, src sourceKey, expires, now int64) sigResult {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if exp, ok := c.seen[k]; ok && exp >= now {
+	if e, ok := c.seen[k]; ok && e.expires >= now {
 		return sigReplayed
 	}
-	if now >= c.nextSweep || len(c.seen) >= c.max {
+	if now >= c.nextSweep || len(c.seen) >= c.max || c.sources[src].n >= c.perSource {
 		c.sweepLocked(now)
 	}
-	if len(c.seen) >= c.max {
+	sn, ok := c.sources[src]
+	switch {
+	case sn.n >= c.perSource:
+		return sigSourceFull
+	case len(c.seen) >= c.max:
 		return sigCacheFull
+	case !ok:
+		sn.soonest = math.MaxInt64
 	}
-	c.seen[k] = expires
+	c.seen[k] = replayEntry{expires: expires, src: src}
+	sn.n++
+	sn.soonest = min(sn.soonest, expires)
+	c.sources[src] = sn
 	c.soonest = min(c.soonest, expires)
 	return sigOK
 }
 
 // sweepLocked drops expired entries, and only when one can have expired,
-// so that a cache full of live entries does not turn every request into a
-// scan.
+// so that a cache or a share full of live entries does not turn every
+// request into a scan.
 func (c *replayCache) sweepLocked(now int64) {
 	if now < c.nextSweep && now < c.soonest {
 		return // nothing can have expired since the last sweep
 	}
 	c.soonest = math.MaxInt64
-	for k, exp := range c.seen {
-		if exp < now {
+	clear(c.sources)
+	for k, e := range c.seen {
+		if e.expires < now {
 			delete(c.seen, k)
 			continue
 		}
-		c.soonest = min(c.soonest, exp)
+		c.soonest = min(c.soonest, e.expires)
+		sn, ok := c.sources[e.src]
+		if !ok {
+			sn.soonest = math.MaxInt64
+		}
+		sn.n++
+		sn.soonest = min(sn.soonest, e.expires)
+		c.sources[e.src] = sn
 	}
 	c.nextSweep = now + int64(SignatureSkew/time.Second)
 }
 
-// retryAfter is how long until the soonest entry expires, at least 1 s.
-func (c *replayCache) retryAfter(now time.Time) time.Duration {
+// retryAfter is how long until the soonest entry expires, at least 1 s:
+// of src's own after sigSourceFull, of any after sigCacheFull.
+func (c *replayCache) retryAfter(r sigResult, src sourceKey, now time.Time) time.Duration {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return max(time.Duration(c.soonest-now.Unix()+1)*time.Second, time.Second)
+	soonest := c.soonest
+	if sn, ok := c.sources[src]; ok && r == sigSourceFull {
+		soonest = sn.soonest
+	}
+	return max(time.Duration(soonest-now.Unix()+1)*time.Second, time.Second)
 }

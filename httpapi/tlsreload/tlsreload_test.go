@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -248,19 +249,10 @@ func TestHandshakeErrorsAggregated(t *testing.T) {
 	}
 	waitCounter(t, s.set, "zrc_rendezvous_tls_handshake_errors_total", n)
 	s.errs.Close()
-	lines := s.logs.FilterMessage("TLS handshakes failed").All()
-	if len(lines) != 2 {
-		t.Fatalf("%d log lines for %d failures; want 2 (the first at once, the rest at the interval's end)", len(lines), n)
-	}
-	var total int64
-	for _, l := range lines {
-		total += l.ContextMap()["count"].(int64)
-		if ex := l.ContextMap()["example"].(string); strings.Contains(ex, "127.0.0.1") {
+	for _, ex := range s.aggregated(t, "TLS handshakes failed", n) {
+		if strings.Contains(ex, "127.0.0.1") {
 			t.Errorf("example %q carries the client address", ex)
 		}
-	}
-	if total != n {
-		t.Errorf("lines count %d failures; want %d", total, n)
 	}
 
 	s.errs.Logger().Print("http: Accept error: too many open files; retrying in 5ms")
@@ -322,4 +314,93 @@ func waitCounter(t *testing.T, set *metrics.Set, name string, want float64) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// R8.6: connections that break HTTP/2 after its preface are counted and
+// logged in aggregate, and no line, of any kind, names a client address.
+func TestHTTP2ErrorsAggregated(t *testing.T) {
+	p := tlstest.Write(t, t.TempDir(), "a", time.Time{})
+	s := startTLS(t, p)
+	const n = 20
+	for range n {
+		conn, err := tls.Dial("tcp", s.addr, &tls.Config{RootCAs: p.Pool(), NextProtos: []string{"h2"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The client preface, then bytes that are not a SETTINGS frame.
+		io.WriteString(conn, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+		io.WriteString(conn, "\x00\x00\x04\x01\x00\x00\x00\x00\x00garbage")
+		readUntilGoAway(t, conn)
+		conn.Close()
+	}
+	waitCounter(t, s.set, "zrc_rendezvous_http2_errors_total", n)
+	if lines := s.logs.FilterMessage("HTTP/2 connections failed").All(); len(lines) != 1 {
+		t.Fatalf("%d log lines within the interval for %d failures; want 1 (the first, at once)", len(lines), n)
+	}
+	s.errs.Close()
+	for _, ex := range s.aggregated(t, "HTTP/2 connections failed", n) {
+		if !strings.HasPrefix(ex, "http2: ") {
+			t.Errorf("example %q; want net/http's HTTP/2 line", ex)
+		}
+	}
+
+	s.errs.Logger().Print("http: panic serving 192.0.2.7:51234: boom")
+	s.errs.Logger().Print("http2: panic serving [2001:db8::7]:51234: boom")
+	s.errs.Logger().Print("http: read tcp 127.0.0.1:8443->127.0.0.1:51234: i/o timeout")
+	for _, want := range []string{"http: panic serving <address>: boom", "http2: panic serving <address>: boom",
+		"http: read tcp <address>-><address>: i/o timeout"} {
+		if e := s.logs.FilterMessage(want).All(); len(e) != 1 || e[0].Level != zap.WarnLevel {
+			t.Errorf("line %q: %+v; want it once at warn", want, e)
+		}
+	}
+	for _, e := range s.logs.All() {
+		b, _ := json.Marshal(e.ContextMap())
+		for _, addr := range []string{"127.0.0.1", "192.0.2.7", "2001:db8::7"} {
+			if strings.Contains(e.Message, addr) || strings.Contains(string(b), addr) {
+				t.Errorf("log line %q %s carries a client address", e.Message, b)
+			}
+		}
+	}
+}
+
+// readUntilGoAway reads HTTP/2 frames until the server's GOAWAY, which it
+// sends once it has found the connection broken. (Reading until it hangs
+// up would wait out its GOAWAY grace period.)
+func readUntilGoAway(t *testing.T, conn net.Conn) {
+	t.Helper()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var hdr [9]byte
+	for {
+		if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+			t.Fatalf("reading frames: %v; want a GOAWAY", err)
+		}
+		if hdr[3] == 0x7 {
+			return
+		}
+		n := int64(hdr[0])<<16 | int64(hdr[1])<<8 | int64(hdr[2])
+		if _, err := io.CopyN(io.Discard, conn, n); err != nil {
+			t.Fatalf("reading frames: %v; want a GOAWAY", err)
+		}
+	}
+}
+
+// aggregated checks that n events logged as msg made two lines, the first
+// at once and the rest at the interval's end (or Close), whose counts add
+// up to n, and returns their examples.
+func (s *tlsServer) aggregated(t *testing.T, msg string, n int64) []string {
+	t.Helper()
+	lines := s.logs.FilterMessage(msg).All()
+	if len(lines) != 2 {
+		t.Fatalf("%d %q lines for %d events; want 2 (the first at once, the rest at the interval's end)", len(lines), msg, n)
+	}
+	var total int64
+	var examples []string
+	for _, l := range lines {
+		total += l.ContextMap()["count"].(int64)
+		examples = append(examples, l.ContextMap()["example"].(string))
+	}
+	if total != n {
+		t.Errorf("%q lines count %d events; want %d", msg, total, n)
+	}
+	return examples
 }
