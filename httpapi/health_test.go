@@ -136,10 +136,20 @@ func TestHealthAtMaxMailboxes(t *testing.T) {
 		s.waitParked(max)
 		s.wantHealth(503, healthBody{Status: "overloaded", Version: "1.2.3-test", Mailboxes: max,
 			BusyMailboxes: max, WaitingLongPolls: max, OpenConnections: 1 + max})
-		r := s.post(rid("new"), "no room")
-		wantError(t, r, http.StatusServiceUnavailable, "overloaded")
-		if want := `{"error":"overloaded","message":"server is at its mailbox or memory limit"}`; string(r.body) != want {
-			t.Errorf("POST body = %s; want %s", r.body, want)
+		// Z5: each new id is refused at once, without a scan of the
+		// mailboxes for each.
+		for i := range 20 {
+			id := rid(fmt.Sprint("new", i))
+			for _, r := range []result{s.post(id, "no room"), s.get(id, "?wait_ms=1000")} {
+				wantError(t, r, http.StatusServiceUnavailable, "overloaded")
+				wantHeader(t, r.header, map[string]string{"Retry-After": "1"})
+				if want := `{"error":"overloaded","message":"server is at its mailbox or memory limit"}`; string(r.body) != want {
+					t.Fatalf("body = %s; want %s", r.body, want)
+				}
+			}
+		}
+		if n := s.scrape()["zrc_rendezvous_reclaim_scans_total"]; n > 1 {
+			t.Errorf("%v scans for 40 refused new ids; want at most 1", n)
 		}
 		cancel()
 		for _, d := range done {
