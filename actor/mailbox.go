@@ -30,6 +30,10 @@ type Stats struct {
 	EvictedTTL, EvictedMemory   atomic.Uint64
 	QueuedMessages, QueuedBytes atomic.Int64
 	Waiting                     atomic.Int64 // long-polls parked now
+	// Busy counts the mailboxes that cannot be reclaimed (Z5): those
+	// holding a message or a waiting long-poll. /health and the reclaim at
+	// max_mailboxes read it instead of asking every actor.
+	Busy atomic.Int64
 }
 
 // Options configure mailbox actors; the mailboxes of one owner share one
@@ -68,6 +72,11 @@ type Mailbox struct {
 	headArrival atomic.Int64 // UnixNano of the oldest queued message; 0 when empty
 	lastActive  atomic.Int64 // UnixNano of the last post, get or requeue
 	waiters     atomic.Int32 // parked waiters, some possibly gone
+	// busy is holdsMessages while the queue is not empty (set by the
+	// actor in enqueued and dequeued, before it answers), plus
+	// busyPerWaiter for each long-poll from Park until its caller collects
+	// or cancels it; Stats.Busy counts the mailboxes where it is not 0.
+	busy atomic.Int32
 
 	// Owned by run.
 	q        queue
@@ -116,6 +125,41 @@ func (m *Mailbox) Waiters() int { return int(m.waiters.Load()) }
 
 // LastActive is the time of the last post, get or requeue, in UnixNano.
 func (m *Mailbox) LastActive() int64 { return m.lastActive.Load() }
+
+// Busy reports whether the mailbox holds a message or a waiting long-poll,
+// that is, whether it cannot be reclaimed (Z5).
+func (m *Mailbox) Busy() bool { return m.busy.Load() != 0 }
+
+// The parts of Mailbox.busy.
+const (
+	holdsMessages = 1
+	busyPerWaiter = 2
+)
+
+// addBusy changes busy by d and counts the mailbox in Stats.Busy when it
+// turns busy or idle. Each change is one atomic step, so the transitions
+// of one mailbox alternate and Stats.Busy settles at the exact count.
+func (m *Mailbox) addBusy(d int32) {
+	n := m.busy.Add(d)
+	switch {
+	case n-d == 0:
+		m.opts.Stats.Busy.Add(1)
+	case n == 0:
+		m.opts.Stats.Busy.Add(-1)
+	}
+}
+
+// holding records whether the queue holds a message; only the actor's
+// goroutine calls it, so its own bit is read without a race.
+func (m *Mailbox) holding(yes bool) {
+	if had := m.busy.Load()&holdsMessages != 0; had != yes {
+		if yes {
+			m.addBusy(holdsMessages)
+		} else {
+			m.addBusy(-holdsMessages)
+		}
+	}
+}
 
 // run serves cmd, then the inbox while senders are pending, then
 // hibernates. A sender counts itself in pending before it starts the
@@ -239,6 +283,7 @@ func (m *Mailbox) Park(ctx context.Context, wait time.Duration, n Notifier) (*Wa
 	if wait > 0 {
 		w.timing = true
 		m.opts.Stats.Waiting.Add(1)
+		m.addBusy(busyPerWaiter)
 		if w.timer == nil {
 			// Made idle, so that w.timer is set before it can fire.
 			w.timer = time.AfterFunc(math.MaxInt64, w.expire)
@@ -304,6 +349,7 @@ func (w *Waiter) finish() {
 		w.late = !w.timer.Stop()
 		w.timing = false
 		w.mb.opts.Stats.Waiting.Add(-1)
+		w.mb.addBusy(-busyPerWaiter)
 	}
 }
 
@@ -539,11 +585,13 @@ func (m *Mailbox) touch(now time.Time) { m.lastActive.Store(now.UnixNano()) }
 func (m *Mailbox) enqueued(msg Message) {
 	m.opts.Stats.QueuedMessages.Add(1)
 	m.opts.Stats.QueuedBytes.Add(int64(len(msg.Body)))
+	m.holding(true)
 }
 
 func (m *Mailbox) dequeued(msg Message) {
 	m.opts.Stats.QueuedMessages.Add(-1)
 	m.opts.Stats.QueuedBytes.Add(-int64(len(msg.Body)))
+	m.holding(m.q.len() > 0)
 }
 
 // publish exposes the state the reaper and supervisor pick candidates by.

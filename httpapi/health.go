@@ -11,7 +11,8 @@ import (
 )
 
 // health reports liveness and load (R6.1, R6.5, R6.6): 200 "healthy", or
-// 503 "overloaded" near the memory or mailbox limit or at the connection
+// 503 "overloaded" near the memory limit, at the mailbox limit with no
+// mailbox reclaimable, or at the connection
 // cap (max_connections), or 503 "shutting_down" once shutdown has begun,
 // so that a load balancer stops sending traffic before the listener
 // closes. It reads counters only and asks no actor. Later middleware must leave it unauthenticated and
@@ -41,6 +42,8 @@ func (a *api) health(w http.ResponseWriter, r *http.Request) error {
 	b = append(b, a.versionJSON...)
 	b = append(b, `,"mailboxes":`...)
 	b = strconv.AppendInt(b, int64(snap.Mailboxes), 10)
+	b = append(b, `,"busy_mailboxes":`...)
+	b = strconv.AppendInt(b, int64(snap.Busy), 10)
 	b = append(b, `,"messages":`...)
 	b = strconv.AppendInt(b, snap.Messages, 10)
 	b = append(b, `,"queued_bytes":`...)
@@ -63,12 +66,14 @@ func (a *api) health(w http.ResponseWriter, r *http.Request) error {
 }
 
 // overloaded reports whether queued bytes are at or above 90% of the
-// memory limit or the mailbox count is at max_mailboxes (R6.5). A zero
-// limit is not checked.
+// memory limit or max_mailboxes mailboxes are alive and none of them can be
+// reclaimed (R6.5): an empty mailbox without a waiter makes room for a new
+// one at once (Z5), so it leaves the server healthy. A zero limit is not
+// checked.
 func (a *api) overloaded(s supervisor.Snapshot) bool {
 	o := &a.opts
 	if o.MemoryLimit > 0 && s.QueuedBytes*10 >= o.MemoryLimit*9 {
 		return true
 	}
-	return o.MaxMailboxes > 0 && s.Mailboxes >= o.MaxMailboxes
+	return o.MaxMailboxes > 0 && s.Mailboxes >= o.MaxMailboxes && s.Busy >= o.MaxMailboxes
 }

@@ -2,7 +2,9 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ type healthBody struct {
 	UptimeSeconds    int64  `json:"uptime_seconds"`
 	Version          string `json:"version"`
 	Mailboxes        int    `json:"mailboxes"`
+	BusyMailboxes    int    `json:"busy_mailboxes"`
 	Messages         int64  `json:"messages"`
 	QueuedBytes      int64  `json:"queued_bytes"`
 	WaitingLongPolls int64  `json:"waiting_long_polls"`
@@ -45,13 +48,13 @@ func TestHealth(t *testing.T) {
 		{"fresh", nil, nil, 200,
 			healthBody{Status: "healthy", UptimeSeconds: 90, Version: "1.2.3-test"}},
 		{"counts", nil, []string{"abc", "defg"}, 200,
-			healthBody{Status: "healthy", UptimeSeconds: 90, Version: "1.2.3-test", Mailboxes: 2, Messages: 2, QueuedBytes: 7}},
+			healthBody{Status: "healthy", UptimeSeconds: 90, Version: "1.2.3-test", Mailboxes: 2, BusyMailboxes: 2, Messages: 2, QueuedBytes: 7}},
 		{"just under 90% of memory", func(c *config) { c.api.MemoryLimit = 100 }, []string{repeat(89)}, 200,
-			healthBody{Status: "healthy", UptimeSeconds: 90, Version: "1.2.3-test", Mailboxes: 1, Messages: 1, QueuedBytes: 89}},
+			healthBody{Status: "healthy", UptimeSeconds: 90, Version: "1.2.3-test", Mailboxes: 1, BusyMailboxes: 1, Messages: 1, QueuedBytes: 89}},
 		{"90% of memory", func(c *config) { c.api.MemoryLimit = 100 }, []string{repeat(89), "x"}, 503,
-			healthBody{Status: "overloaded", UptimeSeconds: 90, Version: "1.2.3-test", Mailboxes: 2, Messages: 2, QueuedBytes: 90}},
-		{"max mailboxes", func(c *config) { c.api.MaxMailboxes = 2 }, []string{"a", "b"}, 503,
-			healthBody{Status: "overloaded", UptimeSeconds: 90, Version: "1.2.3-test", Mailboxes: 2, Messages: 2, QueuedBytes: 2}},
+			healthBody{Status: "overloaded", UptimeSeconds: 90, Version: "1.2.3-test", Mailboxes: 2, BusyMailboxes: 2, Messages: 2, QueuedBytes: 90}},
+		{"max mailboxes, all holding messages", func(c *config) { c.sup.MaxMailboxes, c.api.MaxMailboxes = 2, 2 }, []string{"a", "b"}, 503,
+			healthBody{Status: "overloaded", UptimeSeconds: 90, Version: "1.2.3-test", Mailboxes: 2, BusyMailboxes: 2, Messages: 2, QueuedBytes: 2}},
 		{"version escaped", func(c *config) { c.api.Version = "v\"1\"\n<é>" }, nil, 200,
 			healthBody{Status: "healthy", UptimeSeconds: 90, Version: "v\"1\"\n<é>"}},
 	}
@@ -66,24 +69,97 @@ func TestHealth(t *testing.T) {
 			for i, body := range tt.posts {
 				wantAccepted(t, s.post(rid(string(rune('a'+i))), body), seq0, 1)
 			}
-			r, got := s.health()
-			if r.status != tt.status {
-				t.Errorf("status = %d; want %d", r.status, tt.status)
-			}
-			retry := ""
-			if tt.status != 200 {
-				retry = "1"
-			}
-			wantHeader(t, r.header, map[string]string{"Content-Type": "application/json", "Retry-After": retry})
-			if got.UptimeSeconds >= 90 && got.UptimeSeconds < 100 {
-				got.UptimeSeconds = 90 // the clock moved on a little
-			}
 			tt.want.OpenConnections = 1 // the test client's one kept-alive connection
-			if got != tt.want {
-				t.Errorf("body = %+v; want %+v", got, tt.want)
-			}
+			s.wantHealth(tt.status, tt.want)
 		})
 	}
+}
+
+// wantHealth checks /health's status, headers and every field; uptime
+// may have moved on a little from want's.
+func (s *testServer) wantHealth(status int, want healthBody) {
+	s.t.Helper()
+	r, got := s.health()
+	if r.status != status {
+		s.t.Errorf("status = %d; want %d", r.status, status)
+	}
+	retry := ""
+	if status != 200 {
+		retry = "1"
+	}
+	wantHeader(s.t, r.header, map[string]string{"Content-Type": "application/json", "Retry-After": retry})
+	if got.UptimeSeconds >= want.UptimeSeconds && got.UptimeSeconds < want.UptimeSeconds+10 {
+		got.UptimeSeconds = want.UptimeSeconds
+	}
+	if got != want {
+		s.t.Errorf("body = %+v; want %+v", got, want)
+	}
+}
+
+// TestHealthAtMaxMailboxes (R6.5, Z5): at max_mailboxes /health is
+// healthy while a mailbox is reclaimable (empty, no waiter), since a POST
+// to a new id is still accepted, and overloaded only when every mailbox
+// holds a message or a waiting GET.
+func TestHealthAtMaxMailboxes(t *testing.T) {
+	const max = 3
+	fill := []struct {
+		name string
+		fill func(s *testServer, id string)
+	}{
+		{"emptied by a GET", func(s *testServer, id string) {
+			wantAccepted(s.t, s.post(id, "x"), seq0, 1)
+			wantMessage(s.t, s.get(id, "?wait_ms=0"), "x", seq0, 0)
+		}},
+		{"long-poll ended", func(s *testServer, id string) {
+			wantNoContent(s.t, s.get(id, "?wait_ms=10"))
+		}},
+	}
+	for _, tt := range fill {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newTestServer(t, func(c *config) { c.sup.MaxMailboxes, c.api.MaxMailboxes = max, max })
+			for i := range max {
+				tt.fill(s, rid(fmt.Sprint(i)))
+			}
+			s.wantHealth(200, healthBody{Status: "healthy", Version: "1.2.3-test", Mailboxes: max, OpenConnections: 1})
+			wantAccepted(t, s.post(rid("new"), "room"), seq0, 1)
+			s.wantHealth(200, healthBody{Status: "healthy", Version: "1.2.3-test", Mailboxes: max,
+				BusyMailboxes: 1, Messages: 1, QueuedBytes: 4, OpenConnections: 1})
+		})
+	}
+	t.Run("long-polls in all", func(t *testing.T) {
+		s := newTestServer(t, func(c *config) { c.sup.MaxMailboxes, c.api.MaxMailboxes = max, max })
+		ctx, cancel := context.WithCancel(t.Context())
+		var done []<-chan result
+		for i := range max {
+			done = append(done, s.goGet(ctx, rid(fmt.Sprint(i)), "?wait_ms=10000"))
+		}
+		s.waitParked(max)
+		s.wantHealth(503, healthBody{Status: "overloaded", Version: "1.2.3-test", Mailboxes: max,
+			BusyMailboxes: max, WaitingLongPolls: max, OpenConnections: 1 + max})
+		// Z5: each new id is refused at once, without a scan of the
+		// mailboxes for each.
+		for i := range 20 {
+			id := rid(fmt.Sprint("new", i))
+			for _, r := range []result{s.post(id, "no room"), s.get(id, "?wait_ms=1000")} {
+				wantError(t, r, http.StatusServiceUnavailable, "overloaded")
+				wantHeader(t, r.header, map[string]string{"Retry-After": "1"})
+				if want := `{"error":"overloaded","message":"server is at its mailbox or memory limit"}`; string(r.body) != want {
+					t.Fatalf("body = %s; want %s", r.body, want)
+				}
+			}
+		}
+		if n := s.scrape()["zrc_rendezvous_reclaim_scans_total"]; n > 1 {
+			t.Errorf("%v scans for 40 refused new ids; want at most 1", n)
+		}
+		cancel()
+		for _, d := range done {
+			receive(t, d)
+		}
+		eventually(t, "the long-polls' mailboxes turn reclaimable", func() bool { return s.sup.Snapshot().Busy == 0 })
+		if r, hb := s.health(); r.status != 200 || hb.Status != "healthy" || hb.Mailboxes != max {
+			t.Errorf("health after the long-polls left = %d %+v; want 200 healthy with %d mailboxes", r.status, hb, max)
+		}
+	})
 }
 
 // TestHealthWaiting: parked long-polls are reported.

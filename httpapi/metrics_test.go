@@ -294,6 +294,8 @@ func TestMetrics(t *testing.T) {
 		`zrc_rendezvous_rate_limit_hits_total{kind="get"}`,
 		"zrc_rendezvous_queued_bytes",
 		"zrc_rendezvous_waiting_long_polls",
+		"zrc_rendezvous_busy_mailboxes",
+		"zrc_rendezvous_reclaim_scans_total",
 		`zrc_rendezvous_queue_depth_bucket{le="+Inf"}`,
 	}
 	for _, row := range errorTable {

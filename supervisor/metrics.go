@@ -18,6 +18,7 @@ func (s *Supervisor) registerMetrics(set *metrics.Set) {
 	set.NewGauge("zrc_rendezvous_total_messages", func() float64 { return float64(s.stats.QueuedMessages.Load()) })
 	set.NewGauge("zrc_rendezvous_queued_bytes", func() float64 { return float64(s.stats.QueuedBytes.Load()) })
 	set.NewGauge("zrc_rendezvous_waiting_long_polls", func() float64 { return float64(s.stats.Waiting.Load()) })
+	set.NewGauge("zrc_rendezvous_busy_mailboxes", func() float64 { return float64(s.Snapshot().Busy) })
 	set.NewGauge("zrc_rendezvous_memory_limit_bytes", func() float64 { return float64(s.opts.MemoryLimit) })
 	set.NewGauge("zrc_rendezvous_max_mailboxes", func() float64 { return float64(s.opts.MaxMailboxes) })
 	s.queueDepth = set.NewPrometheusHistogramExt("zrc_rendezvous_queue_depth", queueDepthBuckets)
@@ -28,6 +29,7 @@ func (s *Supervisor) registerMetrics(set *metrics.Set) {
 		metrics.WriteCounterUint64(w, "zrc_rendezvous_messages_posted_total", st.Posted.Load())
 		metrics.WriteCounterUint64(w, "zrc_rendezvous_messages_delivered_total", st.Delivered.Load())
 		metrics.WriteCounterUint64(w, "zrc_rendezvous_messages_requeued_total", st.Requeued.Load())
+		metrics.WriteCounterUint64(w, "zrc_rendezvous_reclaim_scans_total", s.reaper.scans.Load())
 		// One family, three series: its metadata (when exposed) must come
 		// once, before all of them.
 		metrics.WriteMetadataIfNeeded(w, "zrc_rendezvous_messages_evicted_total", "counter")

@@ -6,12 +6,23 @@ import (
 	"context"
 	"math"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
 )
+
+// reaperWait bounds how long a request waits for the reaper, in its line
+// and while it works: past it the request is answered 503 overloaded
+// rather than held while the reaper is busy for others.
+const reaperWait = time.Second
+
+// reclaimRetry is how long a reclaim that found nothing is remembered: a
+// stream of new ids at max_mailboxes is refused without a scan each until
+// then, or until fewer mailboxes are busy than at the failure.
+const reclaimRetry = time.Second
 
 // reaper is the actor that sweeps mailboxes every EvictionInterval, stops
 // idle ones, evicts under memory pressure and reclaims empty mailboxes when
@@ -24,8 +35,14 @@ type reaper struct {
 	quit   chan struct{} // closed by stop
 	done   chan struct{} // closed by run
 
+	scans atomic.Uint64 // registry scans by reclaimIdle, for metrics
+
 	// Owned by run.
 	lastTTL uint64 // stats.EvictedTTL at the last sweep, for its log line
+	// The last reclaim that found nothing: refuse without a scan until
+	// failedUntil while at least failedBusy mailboxes are busy.
+	failedUntil time.Time
+	failedBusy  int64
 }
 
 type memoryReq struct {
@@ -33,14 +50,18 @@ type memoryReq struct {
 	reply chan error
 }
 
-func startReaper(s *Supervisor) *reaper {
-	r := &reaper{
+func newReaper(s *Supervisor) *reaper {
+	return &reaper{
 		s:      s,
 		memory: make(chan memoryReq),
 		slots:  make(chan chan error),
 		quit:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
+}
+
+func startReaper(s *Supervisor) *reaper {
+	r := newReaper(s)
 	go r.run()
 	return r
 }
@@ -68,16 +89,29 @@ func (r *reaper) stop() {
 	<-r.done
 }
 
-// ask sends a request to the reaper and waits for its answer.
+// ask sends a request to the reaper and waits for its answer, for at most
+// reaperWait in all: ErrOverloaded past it. A request the reaper took and
+// nobody waits for any more is still served; its reply channel has room.
 func ask[T any](ctx context.Context, r *reaper, ch chan T, req T, reply chan error) error {
+	deadline := time.NewTimer(reaperWait)
+	defer deadline.Stop()
 	select {
 	case ch <- req:
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	case <-r.quit:
 		return ErrClosed
+	case <-deadline.C:
+		return ErrOverloaded
 	}
-	return <-reply
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-deadline.C:
+		return ErrOverloaded
+	}
 }
 
 // freeMemory asks the reaper to make room for need more bytes.
@@ -184,54 +218,58 @@ func (r *reaper) evictForMemory(need int64) error {
 	return nil
 }
 
-// reclaimIdle stops the least recently active empty mailboxes without
-// waiters (Z5). It reclaims a batch of 1% of max_mailboxes at once so that
-// a stream of new mailboxes at the limit does not rescan the registry for
-// every one.
+// reclaimIdle stops the least recently active mailboxes that hold no
+// message and no waiting long-poll (Z5). It reclaims a batch of 1% of
+// max_mailboxes at once so that a stream of new mailboxes at the limit
+// does not rescan the registry for every one.
 //
-// Mailboxes whose published state says they are empty are tried first. An
-// actor publishes its state just after it answers, so a mailbox emptied a
-// moment ago may still look full: a few of those are tried next, and each
-// actor decides for itself whether it is empty and idle.
+// The count of busy mailboxes (actor.Stats.Busy) tells without a scan
+// when none can be reclaimed, which is the case when long-polls hold
+// every mailbox: then each new id costs two atomic loads, not a scan. A
+// scan that finds nothing all the same (the mailboxes it picked turned
+// busy meanwhile) is remembered for reclaimRetry.
 func (r *reaper) reclaimIdle() error {
 	s := r.s
-	if s.live.Load() < int64(s.opts.MaxMailboxes) {
+	live := s.live.Load()
+	if live < int64(s.opts.MaxMailboxes) {
 		return nil // another reclaim made room already
 	}
-	all := s.reg.all()
-	slices.SortFunc(all, func(a, b *actor.Mailbox) int {
-		if ea, eb := a.QueueLen() == 0, b.QueueLen() == 0; ea != eb {
-			if ea {
-				return -1
-			}
-			return 1
-		}
+	busy := s.stats.Busy.Load()
+	if busy >= live {
+		return ErrOverloaded
+	}
+	now := s.opts.Now()
+	if now.Before(r.failedUntil) && busy >= r.failedBusy {
+		return ErrOverloaded
+	}
+	r.scans.Add(1)
+	idle := slices.DeleteFunc(s.reg.all(), (*actor.Mailbox).Busy)
+	slices.SortFunc(idle, func(a, b *actor.Mailbox) int {
 		return cmp.Compare(a.LastActive(), b.LastActive())
 	})
 	want := max(1, s.opts.MaxMailboxes/100)
+	// Candidates that turned busy since the scan cost an actor's round
+	// trip each: try at most twice the batch.
+	idle = idle[:min(len(idle), 2*want)]
 	// Anything idle until now qualifies: emptiness and no live waiter are
 	// what the actor checks.
-	now := s.opts.Now().Add(time.Nanosecond)
-	stopped, triedFull := 0, 0
-	for _, mb := range all {
+	until := now.Add(time.Nanosecond)
+	stopped := 0
+	for _, mb := range idle {
 		if stopped >= want {
 			break
 		}
-		if mb.QueueLen() > 0 {
-			if triedFull >= want {
-				break
-			}
-			triedFull++
-		}
-		rep, err := mb.Sweep(now)
+		rep, err := mb.Sweep(until)
 		if err == nil && rep.Stopped {
 			<-mb.Done()
 			stopped++
 		}
 	}
 	if stopped == 0 {
+		r.failedUntil, r.failedBusy = now.Add(reclaimRetry), busy
 		return ErrOverloaded
 	}
+	r.failedUntil = time.Time{}
 	if s.reclaimed != nil {
 		s.reclaimed.Add(stopped)
 	}

@@ -110,7 +110,10 @@ func (s *Supervisor) Stats() *actor.Stats { return &s.stats }
 
 // Snapshot is what /health reports.
 type Snapshot struct {
-	Mailboxes   int
+	Mailboxes int
+	// Busy is how many of them cannot be reclaimed: they hold a message
+	// or a waiting long-poll (Z5).
+	Busy        int
 	Messages    int64
 	QueuedBytes int64
 	Waiting     int64
@@ -120,6 +123,7 @@ type Snapshot struct {
 func (s *Supervisor) Snapshot() Snapshot {
 	return Snapshot{
 		Mailboxes:   int(s.live.Load()),
+		Busy:        int(max(0, s.stats.Busy.Load())), // a moment's race may take it below 0
 		Messages:    s.stats.QueuedMessages.Load(),
 		QueuedBytes: s.stats.QueuedBytes.Load(),
 		Waiting:     s.stats.Waiting.Load(),

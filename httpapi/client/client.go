@@ -146,6 +146,7 @@ type Health struct {
 	UptimeSeconds    int64  `json:"uptime_seconds"`
 	Version          string `json:"version"`
 	Mailboxes        int64  `json:"mailboxes"`
+	BusyMailboxes    int64  `json:"busy_mailboxes"` // mailboxes holding a message or a waiting GET
 	Messages         int64  `json:"messages"`
 	QueuedBytes      int64  `json:"queued_bytes"`
 	WaitingLongPolls int64  `json:"waiting_long_polls"`
