@@ -13,6 +13,7 @@ type healthBody struct {
 	Status           string `json:"status"`
 	UptimeSeconds    int64  `json:"uptime_seconds"`
 	Version          string `json:"version"`
+	Epoch            string `json:"epoch"`
 	Mailboxes        int    `json:"mailboxes"`
 	Messages         int64  `json:"messages"`
 	QueuedBytes      int64  `json:"queued_bytes"`
@@ -79,6 +80,7 @@ func TestHealth(t *testing.T) {
 				got.UptimeSeconds = 90 // the clock moved on a little
 			}
 			tt.want.OpenConnections = 1 // the test client's one kept-alive connection
+			tt.want.Epoch = s.sup.Epoch()
 			if got != tt.want {
 				t.Errorf("body = %+v; want %+v", got, tt.want)
 			}

@@ -63,6 +63,8 @@ type config struct {
 	server ServerOptions
 	// maxConns caps the listener's open connections; 0: 1000.
 	maxConns int
+	// pending counts the GETs being answered; nil: not counted.
+	pending *Pending
 }
 
 func defaultConfig() config {
@@ -123,7 +125,7 @@ func newTestServer(t testing.TB, mod ...func(*config)) *testServer {
 		cfg.maxConns = 1000
 	}
 	conns := NewConnLimit(ConnLimitOptions{Max: cfg.maxConns, Logger: cfg.logger, Metrics: set})
-	h := New(Deps{Mailboxes: mb, Logger: cfg.logger, Metrics: set, Conns: conns, Options: cfg.api})
+	h := New(Deps{Mailboxes: mb, Logger: cfg.logger, Metrics: set, Conns: conns, Pending: cfg.pending, Options: cfg.api})
 	base, shutdown := context.WithCancelCause(context.Background())
 	ts := httptest.NewUnstartedServer(nil)
 	cfg.server.LongPollMax = cfg.api.LongPollMax
