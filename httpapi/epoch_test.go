@@ -37,9 +37,7 @@ func TestEpochHeader(t *testing.T) {
 			wantHeader(t, r.header, map[string]string{"X-Mailbox-Epoch": c.want})
 		})
 	}
-	if _, hb := s.health(); hb.Epoch != epoch {
-		t.Fatalf("/health epoch %q; want %q", hb.Epoch, epoch)
-	}
+	s.health() // checks /health's epoch against the engine's
 }
 
 // switchingEpoch is the real engine with an epoch the test changes, as a
@@ -68,8 +66,6 @@ func TestEpochHeaderFollowsTheEngine(t *testing.T) {
 			wantHeader(t, s.post(rid("e"), "hi").header, map[string]string{"X-Mailbox-Epoch": want})
 			wantHeader(t, s.get(rid("e"), "?wait_ms=0").header, map[string]string{"X-Mailbox-Epoch": want})
 		}
-		if _, hb := s.health(); hb.Epoch != want {
-			t.Fatalf("/health epoch %q; want %q", hb.Epoch, want)
-		}
+		s.health() // checks /health's epoch against the engine's
 	}
 }

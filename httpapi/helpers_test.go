@@ -98,6 +98,7 @@ type testServer struct {
 	url      string
 	client   *http.Client
 	sup      *supervisor.Supervisor
+	mb       Mailboxes // the engine as the handler sees it: sup, or cfg.wrap's
 	set      *metrics.Set
 	clock    *fakeClock
 	shutdown context.CancelCauseFunc // cancels the base context
@@ -135,7 +136,7 @@ func newTestServer(t testing.TB, mod ...func(*config)) *testServer {
 	t.Cleanup(func() { sup.Close() })
 	t.Cleanup(func() { shutdown(nil) })
 	t.Cleanup(ts.Close) // runs first: waits for every handler to return
-	return &testServer{t: t, url: ts.URL, client: ts.Client(), sup: sup, set: set, clock: clock, shutdown: shutdown, conns: conns}
+	return &testServer{t: t, url: ts.URL, client: ts.Client(), sup: sup, mb: mb, set: set, clock: clock, shutdown: shutdown, conns: conns}
 }
 
 // result is a response read in full.
