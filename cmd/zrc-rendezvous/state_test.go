@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -143,7 +144,11 @@ func TestProcessUnwritableStateDirExits2(t *testing.T) {
 		"path is a directory": dir,
 	} {
 		t.Run(name, func(t *testing.T) {
-			cmd := exec.Command(binary, "--listen-addr", "127.0.0.1", "--listen-port", "0", "--state-file", path)
+			// A server that starts anyway is stopped by the deadline, and
+			// the test fails rather than waits.
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, binary, "--listen-addr", "127.0.0.1", "--listen-port", "0", "--state-file", path)
 			out, err := cmd.CombinedOutput()
 			ee, ok := err.(*exec.ExitError)
 			if !ok || ee.ExitCode() != 2 {
