@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -28,6 +29,10 @@ type Mailboxes interface {
 	StartReceive(ctx context.Context, id actor.ID, wait time.Duration, n actor.Notifier) (*actor.Waiter, error)
 	Requeue(id actor.ID, msg actor.Message) error
 	Snapshot() supervisor.Snapshot
+	// Epoch names the lineage of the queued state (Z9), for every 200,
+	// 202 and 204 of the mailbox routes and for /health. It may change
+	// while the server runs (a shared store that lost its data).
+	Epoch() string
 }
 
 var _ Mailboxes = (*supervisor.Supervisor)(nil)
@@ -62,7 +67,10 @@ type Deps struct {
 	Conns *ConnLimit
 	// Guard applies the source lists, rate limits and authentication to
 	// the mailbox routes (R4, R5); nil: none of them.
-	Guard   *guard.Guard
+	Guard *guard.Guard
+	// Pending counts the GETs being answered, for shutdown to wait on
+	// (Z12); nil: not counted.
+	Pending *Pending
 	Options Options
 }
 
@@ -71,6 +79,7 @@ type Deps struct {
 type api struct {
 	mb      Mailboxes
 	conns   *ConnLimit   // nil: connections not counted
+	pending *Pending     // nil: GETs not counted
 	guard   *guard.Guard // nil: no limits, lists or authentication
 	log     *zap.Logger
 	opts    Options
@@ -78,6 +87,9 @@ type api struct {
 	// versionJSON is Options.Version as a JSON string, quoted and escaped
 	// once so /health only copies it.
 	versionJSON string
+	// epoch is the X-Mailbox-Epoch header value of the engine's latest
+	// epoch (epochHeader).
+	epoch atomic.Pointer[[]string]
 	// scratch holds MaxMessageSize+1-byte buffers for bodies of unknown
 	// length; see readBody.
 	scratch sync.Pool
@@ -94,7 +106,7 @@ type api struct {
 // New returns the HTTP handler for the mailbox API, /health and (with
 // Options.ServeMetrics) /metrics.
 func New(d Deps) http.Handler {
-	a := &api{mb: d.Mailboxes, conns: d.Conns, guard: d.Guard, log: d.Logger, opts: d.Options}
+	a := &api{mb: d.Mailboxes, conns: d.Conns, pending: d.Pending, guard: d.Guard, log: d.Logger, opts: d.Options}
 	if a.log == nil {
 		a.log = zap.NewNop()
 	}

@@ -33,13 +33,18 @@ func (a *api) health(w http.ResponseWriter, r *http.Request) error {
 		status, code = "overloaded", http.StatusServiceUnavailable
 	}
 
-	b := make([]byte, 0, 192+len(a.versionJSON))
+	epoch := a.mb.Epoch()
+	b := make([]byte, 0, 192+len(a.versionJSON)+len(epoch))
 	b = append(b, `{"status":"`...)
 	b = append(b, status...)
 	b = append(b, `","uptime_seconds":`...)
 	b = strconv.AppendInt(b, int64(time.Since(a.opts.Started)/time.Second), 10)
 	b = append(b, `,"version":`...)
 	b = append(b, a.versionJSON...)
+	// Z9; an epoch is URL-safe characters only: nothing to escape.
+	b = append(b, `,"epoch":"`...)
+	b = append(b, epoch...)
+	b = append(b, '"')
 	b = append(b, `,"mailboxes":`...)
 	b = strconv.AppendInt(b, int64(snap.Mailboxes), 10)
 	b = append(b, `,"busy_mailboxes":`...)

@@ -21,6 +21,7 @@ type healthBody struct {
 	QueuedBytes      int64  `json:"queued_bytes"`
 	WaitingLongPolls int64  `json:"waiting_long_polls"`
 	OpenConnections  int64  `json:"open_connections"`
+	Epoch            string `json:"epoch"` // health checks it and clears it
 }
 
 func (s *testServer) health() (result, healthBody) {
@@ -32,6 +33,11 @@ func (s *testServer) health() (result, healthBody) {
 	if err := dec.Decode(&hb); err != nil {
 		s.t.Fatalf("health body %q: %v", r.body, err)
 	}
+	// Z9: every body reports the engine's epoch; callers compare the rest.
+	if want := s.mb.Epoch(); hb.Epoch != want {
+		s.t.Errorf("health epoch %q; want %q", hb.Epoch, want)
+	}
+	hb.Epoch = ""
 	return r, hb
 }
 

@@ -63,6 +63,8 @@ type config struct {
 	server ServerOptions
 	// maxConns caps the listener's open connections; 0: 1000.
 	maxConns int
+	// pending counts the GETs being answered; nil: not counted.
+	pending *Pending
 }
 
 func defaultConfig() config {
@@ -96,6 +98,7 @@ type testServer struct {
 	url      string
 	client   *http.Client
 	sup      *supervisor.Supervisor
+	mb       Mailboxes // the engine as the handler sees it: sup, or cfg.wrap's
 	set      *metrics.Set
 	clock    *fakeClock
 	shutdown context.CancelCauseFunc // cancels the base context
@@ -123,7 +126,7 @@ func newTestServer(t testing.TB, mod ...func(*config)) *testServer {
 		cfg.maxConns = 1000
 	}
 	conns := NewConnLimit(ConnLimitOptions{Max: cfg.maxConns, Logger: cfg.logger, Metrics: set})
-	h := New(Deps{Mailboxes: mb, Logger: cfg.logger, Metrics: set, Conns: conns, Options: cfg.api})
+	h := New(Deps{Mailboxes: mb, Logger: cfg.logger, Metrics: set, Conns: conns, Pending: cfg.pending, Options: cfg.api})
 	base, shutdown := context.WithCancelCause(context.Background())
 	ts := httptest.NewUnstartedServer(nil)
 	cfg.server.LongPollMax = cfg.api.LongPollMax
@@ -134,7 +137,7 @@ func newTestServer(t testing.TB, mod ...func(*config)) *testServer {
 	t.Cleanup(func() { sup.Close() })
 	t.Cleanup(func() { shutdown(nil) })
 	t.Cleanup(ts.Close) // runs first: waits for every handler to return
-	return &testServer{t: t, url: ts.URL, client: ts.Client(), sup: sup, set: set, clock: clock, shutdown: shutdown, conns: conns}
+	return &testServer{t: t, url: ts.URL, client: ts.Client(), sup: sup, mb: mb, set: set, clock: clock, shutdown: shutdown, conns: conns}
 }
 
 // result is a response read in full.

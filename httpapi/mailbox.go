@@ -80,6 +80,7 @@ func (a *api) answerPost(w http.ResponseWriter, rep actor.PostReply, id actor.ID
 
 	h := w.Header()
 	h["Content-Type"] = hvJSON
+	h["X-Mailbox-Epoch"] = a.epochHeader() // Z9
 	h["X-Message-Sequence"] = vals[0:1:1]
 	h["X-Queue-Length"] = vals[1:2:2]
 	// An explicit length: the answer is flushed before the handler returns
@@ -250,6 +251,7 @@ func (a *api) answerReceive(w http.ResponseWriter, r *http.Request, rc *pendingG
 	h := w.Header()
 	// Consume-on-read: no cache may keep or replay this answer (R2.6).
 	h["Cache-Control"] = hvNoStore
+	h["X-Mailbox-Epoch"] = a.epochHeader() // Z9: on the 200 and the 204
 	if !d.OK {
 		h["X-Queue-Length"] = hvZero
 		w.WriteHeader(http.StatusNoContent) // R2.5
@@ -306,8 +308,9 @@ func (a *api) answerReceive(w http.ResponseWriter, r *http.Request, rc *pendingG
 // its queue (Z2).
 func (a *api) requeue(id actor.ID, msg actor.Message, why string) {
 	if err := a.mb.Requeue(id, msg); err != nil {
-		// Only a closed supervisor refuses, and then the message is
-		// lost: worth a warning, without the id (Z6).
+		// Only a supervisor whose leftovers were already taken for the
+		// state file refuses, and then the message is lost: worth a
+		// warning, without the id (Z6).
 		a.log.Warn("requeue failed: message lost", zap.String("reason", why), zap.Error(err))
 		return
 	}

@@ -209,7 +209,12 @@ func (e *receiveEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	an.get, an.rc, an.id = true, rc, id
 	var wt *actor.Waiter
 	if err == nil {
-		wt, err = e.a.mb.StartReceive(r.Context(), id, wait, an)
+		// Counted from before the receive can take a message until its
+		// answer is written or the message put back (Pending).
+		e.a.pending.add()
+		if wt, err = e.a.mb.StartReceive(r.Context(), id, wait, an); wt == nil {
+			e.a.pending.done()
+		}
 	}
 	if wt == nil {
 		an.err = err
@@ -229,6 +234,7 @@ func (e *receiveEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		<-an.done
 	}
+	e.a.pending.done()
 	wt.Release()
 	an.recycle()
 }

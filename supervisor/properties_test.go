@@ -328,7 +328,7 @@ func runInterleaving(ops []op) string {
 		c()
 	}
 	wg.Wait()
-	left := s.Close()
+	left := s.Leftovers()
 	st := s.Stats()
 	remaining := 0
 	for _, msgs := range left {

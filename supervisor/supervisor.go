@@ -5,8 +5,11 @@
 package supervisor
 
 import (
+	"cmp"
 	"context"
+	"crypto/rand"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +50,10 @@ type Options struct {
 	// Restore is queued messages read from the state file, oldest first
 	// per mailbox.
 	Restore map[actor.ID][]actor.Message
+	// Epoch names the lineage of the queued state (Z9): the one kept with
+	// Restore in the state file; "": a new one, for a start without
+	// earlier state.
+	Epoch string
 }
 
 // Supervisor routes requests to mailbox actors. Its methods are safe for
@@ -65,6 +72,14 @@ type Supervisor struct {
 	closed    sync.Once
 	actorOpts actor.Options // shared by all of this supervisor's actors
 
+	// leftMu guards left and sealed. Close fills left with the messages
+	// its actors still held, Requeue adds those put back once closing
+	// (Z12: a response write that fails during the shutdown drain), and
+	// Leftovers takes them all and seals it.
+	leftMu sync.Mutex
+	left   map[actor.ID][]actor.Message
+	sealed bool
+
 	// Set once by registerMetrics before the reaper's first sweep; nil
 	// without metrics.
 	queueDepth *metrics.PrometheusHistogram
@@ -81,7 +96,10 @@ func New(opts Options) *Supervisor {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	s := &Supervisor{opts: opts, log: opts.Logger, reg: newRegistry()}
+	if opts.Epoch == "" {
+		opts.Epoch = NewEpoch()
+	}
+	s := &Supervisor{opts: opts, log: opts.Logger, reg: newRegistry(), left: make(map[actor.ID][]actor.Message)}
 	s.actorOpts = actor.Options{
 		MaxQueueLength: opts.MaxQueueLength,
 		TTL:            opts.TTL,
@@ -104,6 +122,15 @@ func New(opts Options) *Supervisor {
 	s.reaper = startReaper(s)
 	return s
 }
+
+// NewEpoch returns a new epoch (Z9): 26 URL-safe characters carrying 128
+// random bits, so no two starts without earlier state share one.
+func NewEpoch() string { return rand.Text() }
+
+// Epoch names the lineage of the queued state (Z9): the same as long as no
+// queued message can have been lost, new on a start without earlier state.
+// It never changes while the supervisor runs.
+func (s *Supervisor) Epoch() string { return s.opts.Epoch }
 
 // Stats are the server-wide message counters.
 func (s *Supervisor) Stats() *actor.Stats { return &s.stats }
@@ -177,18 +204,39 @@ func (s *Supervisor) StartReceive(ctx context.Context, id actor.ID, wait time.Du
 
 // Requeue puts back a message whose response could not be written (Z2). It
 // may pass the mailbox and memory limits by the messages in flight, because
-// losing an accepted message is worse.
+// losing an accepted message is worse. Once Close has begun the message
+// joins the leftovers for the state file (Z12); only after Leftovers is it
+// refused with ErrClosed.
 func (s *Supervisor) Requeue(id actor.ID, msg actor.Message) error {
 	for range retries {
 		mb, err := s.spawn(context.Background(), id, true)
+		if errors.Is(err, ErrClosed) {
+			return s.keep(id, msg)
+		}
 		if err != nil {
 			return err
 		}
-		if err := mb.Requeue(msg); !errors.Is(err, actor.ErrStopped) {
+		err = mb.Requeue(msg)
+		if !errors.Is(err, actor.ErrStopped) {
 			return err
+		}
+		if s.closing.Load() {
+			return s.keep(id, msg)
 		}
 	}
 	return ErrOverloaded
+}
+
+// keep adds a message put back during or after Close to the leftovers, or
+// refuses it with ErrClosed once Leftovers has taken them.
+func (s *Supervisor) keep(id actor.ID, msg actor.Message) error {
+	s.leftMu.Lock()
+	defer s.leftMu.Unlock()
+	if s.sealed {
+		return ErrClosed
+	}
+	s.left[id] = append(s.left[id], msg)
+	return nil
 }
 
 // mailbox returns id's actor, spawning it when create is set. Without
@@ -297,12 +345,10 @@ func (s *Supervisor) tryReserve(size int64) bool {
 	return true
 }
 
-// Close stops the reaper and every actor, and returns the messages still
-// queued, oldest first per mailbox, for the state file. Parked long-polls
-// see actor.ErrStopped from Await. Close waits until every actor has
-// stopped (its Done is closed).
-func (s *Supervisor) Close() map[actor.ID][]actor.Message {
-	left := make(map[actor.ID][]actor.Message)
+// Close stops the reaper and every actor and keeps the messages they still
+// held, for Leftovers. Parked long-polls see actor.ErrStopped from Await.
+// Close waits until every actor has stopped (its Done is closed).
+func (s *Supervisor) Close() {
 	s.closed.Do(func() {
 		s.closing.Store(true)
 		s.reaper.stop()
@@ -311,10 +357,31 @@ func (s *Supervisor) Close() map[actor.ID][]actor.Message {
 		for mbs := s.reg.all(); len(mbs) > 0; mbs = s.reg.all() {
 			for _, mb := range mbs {
 				if msgs := mb.Stop(); len(msgs) > 0 {
-					left[mb.ID()] = msgs
+					s.leftMu.Lock()
+					s.left[mb.ID()] = append(s.left[mb.ID()], msgs...)
+					s.leftMu.Unlock()
 				}
 			}
 		}
 	})
+}
+
+// Leftovers closes the supervisor if it is not closed yet and returns the
+// messages still queued, oldest first per mailbox, for the state file:
+// what the actors held and what Requeue put back since Close began. Call
+// it once every answer that might put a message back has finished; a
+// Requeue after it is refused with ErrClosed.
+func (s *Supervisor) Leftovers() map[actor.ID][]actor.Message {
+	s.Close()
+	s.leftMu.Lock()
+	defer s.leftMu.Unlock()
+	s.sealed = true
+	left := s.left
+	s.left = nil
+	for _, msgs := range left {
+		// A message put back after its actor stopped is older than what
+		// the actor held; sequences rise within a mailbox (R1.7).
+		slices.SortFunc(msgs, func(a, b actor.Message) int { return cmp.Compare(a.Seq, b.Seq) })
+	}
 	return left
 }

@@ -264,17 +264,95 @@ func TestCloseReturnsQueuedAndWakesWaiters(t *testing.T) {
 			errc <- err
 		}()
 		synctest.Wait()
-		left := s.Close()
+		s.Close()
 		if err := <-errc; !errors.Is(err, ErrClosed) {
 			t.Fatalf("parked waiter: got %v; want ErrClosed", err)
 		}
-		if msgs := left[id(1)]; len(msgs) != 2 || string(msgs[0].Body) != "a" {
-			t.Fatalf("Close returned %+v; want a, b", left)
+		if left := s.Leftovers(); len(left) != 1 || len(left[id(1)]) != 2 || string(left[id(1)][0].Body) != "a" {
+			t.Fatalf("Leftovers returned %+v; want a, b", left)
 		}
 		if _, err := s.Post(context.Background(), id(1), []byte("late")); !errors.Is(err, ErrClosed) {
 			t.Fatalf("post after close: got %v; want ErrClosed", err)
 		}
 	})
+}
+
+// Z12: a message put back after Close — an answer whose write failed
+// during the shutdown drain — joins the leftovers for the state file, at
+// the head of its mailbox; after Leftovers a put-back is refused.
+func TestRequeueAfterCloseJoinsLeftovers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := New(testOptions())
+		post(t, s, id(1), "a")
+		post(t, s, id(1), "b")
+		taken := receive(t, s, id(1)).Message
+		other := actor.Message{Seq: 7, Body: []byte("other"), Arrived: time.Now()}
+		s.Close()
+		if err := s.Requeue(id(1), taken); err != nil {
+			t.Fatalf("Requeue after Close: %v; want nil", err)
+		}
+		if err := s.Requeue(id(2), other); err != nil {
+			t.Fatalf("Requeue after Close to a mailbox that is gone: %v; want nil", err)
+		}
+		left := s.Leftovers()
+		var got []string
+		for _, n := range []int{1, 2} {
+			for _, m := range left[id(n)] {
+				got = append(got, fmt.Sprint(n, ":", string(m.Body)))
+			}
+		}
+		if want := []string{"1:a", "1:b", "2:other"}; fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("Leftovers: %v; want %v", got, want)
+		}
+		if err := s.Requeue(id(1), taken); !errors.Is(err, ErrClosed) {
+			t.Fatalf("Requeue after Leftovers: %v; want ErrClosed", err)
+		}
+	})
+}
+
+// Z12: put-backs racing Close are neither lost nor refused, whether they
+// reach their actor before it stops or come after.
+func TestRequeueRacingCloseIsKept(t *testing.T) {
+	s := New(testOptions())
+	const n = 200
+	for i := range n {
+		post(t, s, id(i), "queued")
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			errs <- s.Requeue(id(i), actor.Message{Seq: 1, Body: []byte("back"), Arrived: time.Now()})
+		})
+	}
+	s.Close()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("Requeue racing Close: %v; want nil", err)
+		}
+	}
+	left := s.Leftovers()
+	for i := range n {
+		if msgs := left[id(i)]; len(msgs) != 2 || string(msgs[0].Body) != "back" || string(msgs[1].Body) != "queued" {
+			t.Fatalf("mailbox %d left %+v; want back, queued", i, msgs)
+		}
+	}
+}
+
+// Z9: a start without earlier state gets a new epoch, a restore keeps
+// the one it was given.
+func TestEpoch(t *testing.T) {
+	a, b := newTest(t, testOptions()), newTest(t, testOptions())
+	if len(a.Epoch()) != 26 || a.Epoch() == b.Epoch() {
+		t.Fatalf("epochs %q and %q; want two different 26-character ones", a.Epoch(), b.Epoch())
+	}
+	opts := testOptions()
+	opts.Epoch = "kept-epoch-0123456789"
+	if got := newTest(t, opts).Epoch(); got != opts.Epoch {
+		t.Fatalf("Epoch() = %q; want %q", got, opts.Epoch)
+	}
 }
 
 func TestRestoreKeepsSequencesAndOrder(t *testing.T) {

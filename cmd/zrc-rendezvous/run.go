@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"syscall"
@@ -17,7 +18,6 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"go.uber.org/zap"
 
-	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
 	"github.com/zrc-rendezvous/zrc-rendezvous/conf"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload"
@@ -82,10 +82,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	t0 = time.Now()
+	if err := checkStateDir(cfg.StateFile); err != nil {
+		return exitError{code: 2, err: &conf.Error{Problems: []conf.Problem{
+			{Key: "state_file", Source: res.Sources["state_file"], Message: err.Error()},
+		}}}
+	}
+	restore := readState(cfg.StateFile, time.Now(), log)
 	var restored int
-	restore, err := readState(cfg.StateFile, &restored)
-	if err != nil {
-		return err
+	for _, l := range restore.Messages {
+		restored += len(l)
 	}
 	sup := supervisor.New(supervisor.Options{
 		MaxQueueLength:   cfg.MaxQueueLength,
@@ -96,9 +101,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MemoryLimit:      cfg.MemoryLimitBytes(),
 		Logger:           log.Named("supervisor"),
 		Metrics:          set,
-		Restore:          restore,
+		Restore:          restore.Messages,
+		Epoch:            restore.Epoch,
 	})
-	log.Info("started supervisor", zap.Duration("took", time.Since(t0)), zap.Int("restored_messages", restored))
+	// Z9: the epoch is kept only when a state file was restored with one.
+	log.Info("started supervisor", zap.Duration("took", time.Since(t0)), zap.Int("restored_messages", restored),
+		zap.String("epoch", sup.Epoch()), zap.Bool("epoch_kept", restore.Epoch != ""))
 
 	t0 = time.Now()
 	// Every request context derives from root; cancelling it with
@@ -121,10 +129,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		PerSource: cfg.MaxConnectionsPerSource, Sources: gd,
 	})
 	defer conns.Close()
+	pending := httpapi.NewPending()
 	handler := httpapi.New(httpapi.Deps{
 		Mailboxes: sup,
 		Guard:     gd,
 		Conns:     conns,
+		Pending:   pending,
 		Logger:    log.Named("http"),
 		Metrics:   set,
 		Options: httpapi.Options{
@@ -198,7 +208,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// only now is the state file consumed, so that a start that fails above
 	// (a bad token file, a port in use) leaves it for the next one. It goes
 	// before the ready line, on which whatever watches the process may act.
-	if restore != nil {
+	if restore.Messages != nil {
 		if err := os.Remove(cfg.StateFile); err != nil {
 			log.Warn("could not remove the state file; its messages may be delivered again after the next restart",
 				zap.String("state_file", cfg.StateFile), zap.Error(err))
@@ -267,12 +277,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	netLog.Close()
 	log.Info("stopped http server", zap.Duration("took", time.Since(t0)))
 
+	// http.Server.Close does not wait for handlers: an answer whose write
+	// failed may still be putting its message back. The supervisor keeps
+	// what comes back after its close, and the leftovers are taken only
+	// once every answer is over, so such a message is in the state file
+	// (Z12).
 	t0 = time.Now()
+	answersCtx, cancelAnswers := context.WithTimeout(context.Background(), answerGrace)
+	if n, err := pending.Wait(answersCtx); err != nil {
+		log.Error("answers still running after the http server closed; messages they put back are lost",
+			zap.Int64("answers", n), zap.Duration("waited", answerGrace))
+	}
+	cancelAnswers()
 	snap := sup.Snapshot()
-	left := sup.Close()
+	left := sup.Leftovers() // closes the supervisor
 	log.Info("stopped supervisor", zap.Duration("took", time.Since(t0)))
 	if cfg.StateFile != "" {
-		n, err := statefile.Write(cfg.StateFile, left)
+		n, err := statefile.Write(cfg.StateFile, statefile.State{Epoch: sup.Epoch(), Messages: left})
 		if err != nil {
 			log.Error("writing state file failed; queued messages are lost",
 				zap.String("state_file", cfg.StateFile), zap.Error(err))
@@ -291,17 +312,57 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return nil
 }
 
-// readState loads the state file; run removes it once the server is ready.
-func readState(path string, n *int) (map[actor.ID][]actor.Message, error) {
+// answerGrace bounds the wait for answers still being written once the
+// HTTP server has closed. Their connections are closed by then, so their
+// writes fail at once; the bound only keeps a stuck one from holding up
+// the state file.
+const answerGrace = 2 * time.Second
+
+// checkStateDir checks at start that the state file can be written at
+// shutdown (Z12): its directory exists and takes a new file, and the path
+// is not a directory. "" (no state file) passes.
+func checkStateDir(path string) error {
 	if path == "" {
-		return nil, nil
+		return nil
 	}
-	msgs, err := statefile.Read(path)
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return fmt.Errorf("%s is a directory; want a file path", path)
+	}
+	dir := filepath.Dir(path)
+	// Creating a file is the test that holds whatever the permission bits
+	// say (root ignores them, a read-only mount does not).
+	f, err := os.CreateTemp(dir, filepath.Base(path)+".probe*")
 	if err != nil {
-		return nil, fmt.Errorf("state_file %s: %w", path, err)
+		return fmt.Errorf("directory %s must exist and be writable, so the state can be written at shutdown: %w", dir, err)
 	}
-	for _, l := range msgs {
-		*n += len(l)
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
+}
+
+// readState loads the state file; run removes it once the server is ready.
+// A file that cannot be read or decoded never stops the server (Z12): it
+// is moved aside to <path>.corrupt-<UTC time>, an error line says why, and
+// the server starts empty with a new epoch. No file (or no state_file) is
+// a start without earlier state.
+func readState(path string, now time.Time, log *zap.Logger) statefile.State {
+	if path == "" {
+		return statefile.State{}
 	}
-	return msgs, nil
+	st, err := statefile.Read(path)
+	if err == nil {
+		if st == nil {
+			return statefile.State{}
+		}
+		return *st
+	}
+	aside := path + ".corrupt-" + now.UTC().Format("20060102T150405Z")
+	if rerr := os.Rename(path, aside); rerr != nil {
+		log.Error("state file unreadable and could not be moved aside; starting empty with a new epoch",
+			zap.String("state_file", path), zap.Error(err), zap.NamedError("rename_error", rerr))
+		return statefile.State{}
+	}
+	log.Error("state file unreadable; moved aside, starting empty with a new epoch",
+		zap.String("state_file", path), zap.String("moved_to", aside), zap.Error(err))
+	return statefile.State{}
 }
