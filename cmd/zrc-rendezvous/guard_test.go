@@ -171,7 +171,8 @@ func TestProcessBadTokenFileExits2(t *testing.T) {
 
 // --check-config refuses what the start refuses, with the same line (R7.7):
 // a token the guard cannot use, the Redis store this build lacks, a token
-// file that cannot be read, a TLS pair that does not match.
+// file that cannot be read, a state file that could not be written, a TLS
+// pair that does not match.
 func TestProcessCheckConfigRefusesWhatStartRefuses(t *testing.T) {
 	dir := t.TempDir()
 	tokens := filepath.Join(dir, "tokens.toml")
@@ -189,6 +190,8 @@ func TestProcessCheckConfigRefusesWhatStartRefuses(t *testing.T) {
 			`config: store (flag --store): must be memory (the Redis store is not available in this build), got "redis"`},
 		{"token file", []string{"--auth-mode", "per_mailbox", "--mailbox-tokens-file", tokens},
 			"mailbox_tokens_file " + tokens + ": [mailboxes] key 1 of 1 (sorted) is not a recipient id of 64 hex characters"},
+		{"state_file directory missing", []string{"--state-file", filepath.Join(dir, "missing", "state.bin")},
+			"config: state_file (flag --state-file): directory " + filepath.Join(dir, "missing") + " must exist and be writable, so the state can be written at shutdown: no such file or directory"},
 		{"TLS pair", []string{"--tls-cert-path", a.CertPath, "--tls-key-path", b.KeyPath},
 			"TLS pair tls_cert_path " + a.CertPath + ", tls_key_path " + b.KeyPath + ": tls: private key does not match public key"},
 	}

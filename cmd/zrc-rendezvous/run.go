@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -55,6 +56,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if _, err := setupTLS(res.Config, zap.NewNop(), nil); err != nil {
 			return exitError{code: 2, err: err}
 		}
+		if err := checkStateFile(res); err != nil {
+			return err
+		}
 		stdout.Write(res.Config.TOML())
 		return nil
 	}
@@ -82,10 +86,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	t0 = time.Now()
-	if err := checkStateDir(cfg.StateFile); err != nil {
-		return exitError{code: 2, err: &conf.Error{Problems: []conf.Problem{
-			{Key: "state_file", Source: res.Sources["state_file"], Message: err.Error()},
-		}}}
+	if err := checkStateFile(res); err != nil {
+		return err
 	}
 	restore := readState(cfg.StateFile, time.Now(), log)
 	var restored int
@@ -318,6 +320,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 // the state file.
 const answerGrace = 2 * time.Second
 
+// checkStateFile is checkStateDir on the config's state_file, as the
+// exit-2 config error both the start and --check-config answer with.
+func checkStateFile(res *conf.Result) error {
+	if err := checkStateDir(res.Config.StateFile); err != nil {
+		return exitError{code: 2, err: &conf.Error{Problems: []conf.Problem{
+			{Key: "state_file", Source: res.Sources["state_file"], Message: err.Error()},
+		}}}
+	}
+	return nil
+}
+
 // checkStateDir checks at start that the state file can be written at
 // shutdown (Z12): its directory exists and takes a new file, and the path
 // is not a directory. "" (no state file) passes.
@@ -333,6 +346,10 @@ func checkStateDir(path string) error {
 	// say (root ignores them, a read-only mount does not).
 	f, err := os.CreateTemp(dir, filepath.Base(path)+".probe*")
 	if err != nil {
+		// The probe's random name says nothing to the operator; the cause does.
+		if pe, ok := errors.AsType[*fs.PathError](err); ok {
+			err = pe.Err
+		}
 		return fmt.Errorf("directory %s must exist and be writable, so the state can be written at shutdown: %w", dir, err)
 	}
 	name := f.Name()
