@@ -136,6 +136,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	mainAddr := net.JoinHostPort(cfg.ListenAddr, strconv.Itoa(cfg.ListenPort))
 	srv := httpapi.NewServer(handler, root, httpapi.ServerOptions{
 		Addr: mainAddr, LongPollMax: cfg.LongPollMax(), ErrorLog: errLog,
+		MaxMessageSize: cfg.MaxMessageSize,
 	})
 	ln, err := net.Listen("tcp", mainAddr)
 	if err != nil {

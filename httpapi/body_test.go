@@ -1,0 +1,229 @@
+package httpapi
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// rawAnswer is what the server wrote on a raw connection: its status line
+// and the response parsed from the same bytes.
+type rawAnswer struct {
+	statusLine string
+	result
+}
+
+// readRaw reads what the server sends on c until it closes the connection
+// or, with keepAlive, until one whole response is in; "" when the server
+// wrote nothing at all.
+func readRaw(t *testing.T, c net.Conn) rawAnswer {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	line, err := br.ReadString('\n')
+	if line == "" {
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatal("the server neither answered nor closed the connection")
+		}
+		return rawAnswer{}
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(io.MultiReader(strings.NewReader(line), br)), nil)
+	if err != nil {
+		t.Fatalf("answer after %q: %v", line, err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("answer body: %v", err)
+	}
+	return rawAnswer{statusLine: strings.TrimRight(line, "\r\n"),
+		result: result{status: resp.StatusCode, header: resp.Header, body: b, closed: resp.Close}}
+}
+
+// halfClose ends the client's side of c: the server reads EOF, and the
+// client can still read the answer.
+func halfClose(t *testing.T, c net.Conn) {
+	t.Helper()
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// errorsTotal is the errors_total counter of code, scraped.
+func (s *testServer) errorsTotal(code string) float64 {
+	return s.scrape()[`zrc_rendezvous_errors_total{code="`+code+`"}`]
+}
+
+// TestBodyEndsEarly (Z10): a POST whose body ends early — the client
+// closes or half-closes before Content-Length bytes or before the last
+// chunk, a chunk size is malformed, the chunks run past max_message_size
+// — is answered with its error, never net/http's implicit 200, and queues
+// nothing; what was queued before is still delivered. A client that
+// half-closed still reads the answer; one that closed cannot, so the
+// errors_total counter shows what it was sent. (A body that stops
+// arriving until the read deadline is TestUnfinishedBodyCutOff's.)
+func TestBodyEndsEarly(t *testing.T) {
+	id := rid("truncated")
+	post := "POST " + mailboxPath(id) + " HTTP/1.1\r\nHost: x\r\n"
+	tests := []struct {
+		name    string
+		request string
+		end     func(*testing.T, net.Conn) // nil: the connection stays open
+		status  string                     // the status line a client reads; "": it reads nothing (closed)
+		code    string
+	}{
+		{"length, half-closed after 10 of 100 bytes", post + "Content-Length: 100\r\n\r\nten bytes.", halfClose, "HTTP/1.1 400 Bad Request", "bad_request"},
+		{"length, closed after 10 of 100 bytes", post + "Content-Length: 100\r\n\r\nten bytes.", closeConn, "", "bad_request"},
+		{"length, half-closed before the body", post + "Content-Length: 100\r\n\r\n", halfClose, "HTTP/1.1 400 Bad Request", "bad_request"},
+		{"chunked, bad chunk size", post + "Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", nil, "HTTP/1.1 400 Bad Request", "bad_request"},
+		{"chunked, chunk longer than its size", post + "Transfer-Encoding: chunked\r\n\r\n2\r\nhello\r\n0\r\n\r\n", nil, "HTTP/1.1 400 Bad Request", "bad_request"},
+		{"chunked, half-closed inside a chunk", post + "Transfer-Encoding: chunked\r\n\r\n5\r\nhel", halfClose, "HTTP/1.1 400 Bad Request", "bad_request"},
+		{"chunked, half-closed before the last chunk", post + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", halfClose, "HTTP/1.1 400 Bad Request", "bad_request"},
+		{"chunked, closed inside a chunk", post + "Transfer-Encoding: chunked\r\n\r\n5\r\nhel", closeConn, "", "bad_request"},
+		{"chunked, over the limit", post + "Transfer-Encoding: chunked\r\n\r\n" + chunks(2, 600) + "0\r\n\r\n", nil, "HTTP/1.1 413 Request Entity Too Large", "message_too_large"},
+		{"chunked, over the limit, never ended", post + "Transfer-Encoding: chunked\r\n\r\n" + chunks(2, 600), nil, "HTTP/1.1 413 Request Entity Too Large", "message_too_large"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// net/http discards what it can of a body refused unread before
+			// it closes the connection; the body deadline bounds that.
+			s := newTestServer(t, func(c *config) { c.api.BodyReadTimeout = shortTimeout })
+			wantAccepted(t, s.post(id, "before"), seq0, 1)
+			c := s.dial()
+			io.WriteString(c, tt.request)
+			if tt.end != nil {
+				tt.end(t, c)
+			}
+			if tt.status != "" {
+				got := readRaw(t, c)
+				if got.statusLine != tt.status {
+					t.Fatalf("status line %q (body %q); want %q", got.statusLine, got.body, tt.status)
+				}
+				wantError(t, got.result, got.status, tt.code)
+			}
+			eventually(t, "errors_total{code=\""+tt.code+"\"} is 1", func() bool { return s.errorsTotal(tt.code) == 1 })
+			// The server ends the connection: what is left of the body is
+			// unreadable. (Only c stays counted once the client's own
+			// keep-alive connections are closed.)
+			s.client.CloseIdleConnections()
+			eventually(t, "the connection's slot is free", func() bool { return s.conns.Open() == 0 })
+			wantMessage(t, s.get(id, "?wait_ms=0"), "before", seq0, 0)
+			wantNoContent(t, s.get(id, "?wait_ms=0"))
+		})
+	}
+}
+
+func closeConn(t *testing.T, c net.Conn) { c.Close() }
+
+// chunks is n chunks of size bytes each, chunked-encoded.
+func chunks(n, size int) string {
+	var b strings.Builder
+	for range n {
+		fmt.Fprintf(&b, "%x\r\n%s\r\n", size, repeat(size))
+	}
+	return b.String()
+}
+
+// TestHalfClosedLongPoll (Z10): a GET whose client half-closes while it
+// waits is cancelled like a client that left, and is answered with an
+// error, never net/http's implicit 200; a message posted afterwards stays
+// queued for the next GET.
+func TestHalfClosedLongPoll(t *testing.T) {
+	s := newTestServer(t)
+	id := rid("half-closed")
+	c := s.dial()
+	io.WriteString(c, "GET "+mailboxPath(id)+"?wait_ms=10000 HTTP/1.1\r\nHost: x\r\n\r\n")
+	s.waitParked(1)
+	halfClose(t, c)
+	got := readRaw(t, c)
+	if got.statusLine != "HTTP/1.1 400 Bad Request" {
+		t.Fatalf("status line %q (body %q); want HTTP/1.1 400 Bad Request", got.statusLine, got.body)
+	}
+	wantError(t, got.result, http.StatusBadRequest, "bad_request")
+	var body struct{ Error string }
+	if err := json.Unmarshal(got.body, &body); err != nil {
+		t.Fatal(err)
+	}
+	s.waitParked(0)
+	wantAccepted(t, s.post(id, "after"), seq0, 1)
+	wantMessage(t, s.get(id, "?wait_ms=0"), "after", seq0, 0)
+}
+
+// TestGetWithBody (Z10): a GET that carries a body — a length or chunked,
+// over HTTP/1.1 or HTTP/2 — is answered 400 unexpected_body at once: it
+// neither waits nor takes the queued message, which the next GET gets. A
+// GET with Content-Length: 0 is an ordinary GET.
+func TestGetWithBody(t *testing.T) {
+	id := rid("get-with-body")
+	get := "GET " + mailboxPath(id) + "?wait_ms=60000 HTTP/1.1\r\nHost: x\r\n"
+	for _, queued := range []bool{false, true} {
+		for _, tt := range []struct {
+			name    string
+			request string
+		}{
+			{"length", get + "Content-Length: 5\r\n\r\nhello"},
+			{"chunked", get + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"},
+			{"chunked, empty", get + "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
+		} {
+			t.Run(fmt.Sprintf("HTTP/1.1, %s, queued %v", tt.name, queued), func(t *testing.T) {
+				s := newTestServer(t)
+				if queued {
+					wantAccepted(t, s.post(id, "before"), seq0, 1)
+				}
+				c := s.dial()
+				io.WriteString(c, tt.request)
+				got := readRaw(t, c)
+				if got.statusLine != "HTTP/1.1 400 Bad Request" {
+					t.Fatalf("status line %q (body %q); want HTTP/1.1 400 Bad Request", got.statusLine, got.body)
+				}
+				wantError(t, got.result, http.StatusBadRequest, "unexpected_body")
+				if w := s.sup.Snapshot().Waiting; w != 0 {
+					t.Errorf("%d GETs wait; want none", w)
+				}
+				if queued {
+					wantMessage(t, s.get(id, "?wait_ms=0"), "before", seq0, 0)
+				}
+				wantNoContent(t, s.get(id, "?wait_ms=0"))
+			})
+		}
+	}
+	t.Run("HTTP/1.1, Content-Length: 0", func(t *testing.T) {
+		s := newTestServer(t)
+		wantAccepted(t, s.post(id, "before"), seq0, 1)
+		c := s.dial()
+		io.WriteString(c, get+"Content-Length: 0\r\n\r\n")
+		got := readRaw(t, c)
+		wantMessage(t, got.result, "before", seq0, 0)
+	})
+	for _, chunked := range []bool{false, true} {
+		t.Run(fmt.Sprintf("HTTP/2, chunked %v", chunked), func(t *testing.T) {
+			s := newTestServer(t, func(c *config) { c.http2 = true })
+			wantAccepted(t, s.post(id, "before"), seq0, 1)
+			r := s.do(req{method: http.MethodGet, path: mailboxPath(id) + "?wait_ms=60000", body: []byte("hello"), chunked: chunked})
+			if r.proto != "HTTP/2.0" {
+				t.Fatalf("spoke %s; want HTTP/2.0", r.proto)
+			}
+			wantError(t, r, http.StatusBadRequest, "unexpected_body")
+			wantMessage(t, s.get(id, "?wait_ms=0"), "before", seq0, 0)
+		})
+	}
+}
+
+// TestGetWithBodyTakesAToken (R4, Z10): a GET refused for its body takes
+// its rate-limit token like any other mailbox request.
+func TestGetWithBodyTakesAToken(t *testing.T) {
+	o := guardOptions()
+	o.GetsPerWindow = 2
+	s := newGuardedServer(t, o, nil)
+	id := rid("limited")
+	r := s.do(req{method: http.MethodGet, path: mailboxPath(id), body: []byte("hello")})
+	wantError(t, r, http.StatusBadRequest, "unexpected_body")
+	wantQuota(t, r, "2", "1", "30")
+	wantNoContent(t, s.get(id, "?wait_ms=0"))
+	wantLimited(t, s.get(id, "?wait_ms=0"), "30", "get", 2, 60)
+}
