@@ -2,13 +2,15 @@ package httpapi
 
 import (
 	"bufio"
-	"encoding/json"
+	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 )
 
@@ -145,10 +147,6 @@ func TestHalfClosedLongPoll(t *testing.T) {
 		t.Fatalf("status line %q (body %q); want HTTP/1.1 400 Bad Request", got.statusLine, got.body)
 	}
 	wantError(t, got.result, http.StatusBadRequest, "bad_request")
-	var body struct{ Error string }
-	if err := json.Unmarshal(got.body, &body); err != nil {
-		t.Fatal(err)
-	}
 	s.waitParked(0)
 	wantAccepted(t, s.post(id, "after"), seq0, 1)
 	wantMessage(t, s.get(id, "?wait_ms=0"), "after", seq0, 0)
@@ -226,4 +224,90 @@ func TestGetWithBodyTakesAToken(t *testing.T) {
 	wantQuota(t, r, "2", "1", "30")
 	wantNoContent(t, s.get(id, "?wait_ms=0"))
 	wantLimited(t, s.get(id, "?wait_ms=0"), "30", "get", 2, 60)
+}
+
+// countingReader counts the bytes read from it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// TestReadGrowing (R1.4, Z10): bodies of every size, arriving a byte at a
+// time or at once, come back whole at their exact size; a body with a
+// length that ends early is an error; one without a length is never read
+// past limit+1 bytes.
+func TestReadGrowing(t *testing.T) {
+	const limit = 10000
+	for _, tt := range []struct {
+		name    string
+		n       int64 // the declared length; -1: none
+		sent    int
+		want    int // the body's length; -1: the error below
+		wantErr error
+	}{
+		{"length 1", 1, 1, 1, nil},
+		{"length at the first buffer", firstBodyBuffer, firstBodyBuffer, firstBodyBuffer, nil},
+		{"length past the first buffer", firstBodyBuffer + 1, firstBodyBuffer + 1, firstBodyBuffer + 1, nil},
+		{"length at the limit", limit, limit, limit, nil},
+		{"length, cut short", 100, 10, -1, errBadBody},
+		{"length, nothing sent", 100, 0, -1, errBadBody},
+		{"no length, small", -1, 7, 7, nil},
+		{"no length, at the limit", -1, limit, limit, nil},
+		{"no length, past the limit", -1, 3 * limit, -1, errMessageTooLarge},
+		{"no length, empty", -1, 0, -1, errEmptyMessage},
+	} {
+		for _, oneByte := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s, one byte a read %v", tt.name, oneByte), func(t *testing.T) {
+				sent := []byte(repeat(tt.sent))
+				for i := range sent {
+					sent[i] = byte(i)
+				}
+				var src io.Reader = strings.NewReader(string(sent))
+				if oneByte {
+					src = iotest.OneByteReader(src)
+				}
+				cr := &countingReader{r: src}
+				got, err := readGrowing(cr, tt.n, limit)
+				if tt.want < 0 {
+					if !errors.Is(err, tt.wantErr) {
+						t.Fatalf("err = %v; want %v", err, tt.wantErr)
+					}
+				} else {
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(got, sent[:tt.want]) || cap(got) < len(got) {
+						t.Fatalf("got %d bytes (cap %d); want the %d sent", len(got), cap(got), tt.want)
+					}
+					if tt.n > 0 && cap(got) != int(tt.n) {
+						t.Errorf("cap %d; want exactly %d", cap(got), tt.n)
+					}
+				}
+				if cr.n > limit+1 {
+					t.Errorf("read %d bytes; want at most limit+1 = %d", cr.n, limit+1)
+				}
+			})
+		}
+	}
+}
+
+// TestReadGrowingSmallBodyOneAllocation: a small body with a length that
+// arrives in one read costs one allocation, its own.
+func TestReadGrowingSmallBodyOneAllocation(t *testing.T) {
+	body := strings.NewReader(repeat(100))
+	allocs := testing.AllocsPerRun(100, func() {
+		body.Seek(0, io.SeekStart)
+		if _, err := readGrowing(body, 100, 1000); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 1 {
+		t.Errorf("%v allocations; want 1", allocs)
+	}
 }
