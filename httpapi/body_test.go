@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -309,5 +310,54 @@ func TestReadGrowingSmallBodyOneAllocation(t *testing.T) {
 	})
 	if allocs != 1 {
 		t.Errorf("%v allocations; want 1", allocs)
+	}
+}
+
+// TestH2WindowsOnTheWire (Z10, R1.4): the server announces the receive
+// windows NewServer sets — SETTINGS_INITIAL_WINDOW_SIZE for each stream,
+// a WINDOW_UPDATE on the connection for the rest of its window — read as
+// raw HTTP/2 frames.
+func TestH2WindowsOnTheWire(t *testing.T) {
+	const maxMessageSize = 64 << 10 // max_message_size's default
+	s := newTestServer(t, func(c *config) {
+		c.http2 = true
+		c.api.MaxMessageSize = maxMessageSize
+	})
+	conf := s.client.Transport.(*http.Transport).TLSClientConfig.Clone()
+	conf.NextProtos = []string{"h2"}
+	c, err := tls.Dial("tcp", strings.TrimPrefix(s.url, "https://"), conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	// The client preface and an empty SETTINGS frame.
+	io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+	wantStream, wantConn := 65537, 4*65537
+	stream, conn := -1, -1
+	br := bufio.NewReader(c)
+	for stream < 0 || conn < 0 {
+		var head [9]byte
+		if _, err := io.ReadFull(br, head[:]); err != nil {
+			t.Fatalf("reading frames: %v (stream window %d, connection window %d so far)", err, stream, conn)
+		}
+		payload := make([]byte, int(head[0])<<16|int(head[1])<<8|int(head[2]))
+		if _, err := io.ReadFull(br, payload); err != nil {
+			t.Fatal(err)
+		}
+		typ, ack := head[3], head[4]&1 != 0
+		switch {
+		case typ == 0x4 && !ack: // SETTINGS
+			for p := payload; len(p) >= 6; p = p[6:] {
+				if id := int(p[0])<<8 | int(p[1]); id == 0x4 { // SETTINGS_INITIAL_WINDOW_SIZE
+					stream = int(p[2])<<24 | int(p[3])<<16 | int(p[4])<<8 | int(p[5])
+				}
+			}
+		case typ == 0x8 && head[5]|head[6]|head[7]|head[8] == 0: // WINDOW_UPDATE on the connection
+			conn = 65535 + (int(payload[0]&0x7f)<<24 | int(payload[1])<<16 | int(payload[2])<<8 | int(payload[3]))
+		}
+	}
+	if stream != wantStream || conn != wantConn {
+		t.Errorf("announced windows: %d a stream, %d the connection; want %d, %d", stream, conn, wantStream, wantConn)
 	}
 }
