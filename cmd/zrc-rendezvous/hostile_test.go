@@ -24,7 +24,7 @@ import (
 // is delivered afterwards, once, and nothing else.
 
 // hostileID is the mailbox the suite checks delivery on; otherID is where
-// a hostile request may legitimately queue.
+// an oddly written but whole request queues.
 const (
 	hostileID = "aabbccddeeff00112233445566778899aabbccddeeff00112233445566778899"
 	otherID   = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100"
@@ -250,13 +250,21 @@ func TestProcessBodyClosedEarly(t *testing.T) {
 // TestProcessSlowReader: a client that pipelines GETs for large messages
 // and never reads an answer stalls only its own connection; the server
 // goes on answering everyone else, and their messages are all delivered.
+// When the slow reader leaves, no message is lost or delivered twice.
 func TestProcessSlowReader(t *testing.T) {
 	s := startServer(t, nil)
-	slowID := otherID
 	big := strings.Repeat("m", 64<<10)
-	const queued = 100 // max_queue_length's default: 6.4 MiB, past loopback's socket buffers
-	for range queued {
-		postMessage(t, s.url, slowID, big)
+	// max_queue_length's default in each of three mailboxes: 19 MiB of
+	// answers, past what loopback's socket buffers hold (4 MiB for the
+	// server's side with Linux's default tcp_wmem; the client's is small).
+	const perMailbox, mailboxes = 100, 3
+	var pipeline bytes.Buffer
+	for m := range mailboxes {
+		id := fmt.Sprintf("%064x", m+1)
+		for range perMailbox {
+			postMessage(t, s.url, id, big)
+			fmt.Fprintf(&pipeline, "GET /v1/mailbox/%s?wait_ms=0 HTTP/1.1\r\nHost: x\r\n\r\n", id)
+		}
 	}
 	c, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
 	if err != nil {
@@ -264,13 +272,7 @@ func TestProcessSlowReader(t *testing.T) {
 	}
 	defer c.Close()
 	c.(*net.TCPConn).SetReadBuffer(4 << 10)
-	var pipeline bytes.Buffer
-	for range queued {
-		fmt.Fprintf(&pipeline, "GET /v1/mailbox/%s?wait_ms=0 HTTP/1.1\r\nHost: x\r\n\r\n", slowID)
-	}
 	go c.Write(pipeline.Bytes()) // never read
-	// The server is stuck writing to c once fewer messages are left than
-	// were asked for (the first answers fill the socket buffers).
 	waitFor(t, func() bool {
 		return metricValue(t, metricsText(t, s), "zrc_rendezvous_messages_delivered_total") > 0
 	})
@@ -283,10 +285,42 @@ func TestProcessSlowReader(t *testing.T) {
 		t.Fatalf("/health: %d; want 200", status)
 	}
 	// The slow reader is still stuck: not all its answers went out.
-	if n := metricValue(t, metricsText(t, s), "zrc_rendezvous_messages_delivered_total") - 20; n >= queued {
+	if n := metricValue(t, metricsText(t, s), "zrc_rendezvous_messages_delivered_total") - 20; n >= perMailbox*mailboxes {
 		t.Errorf("all %v of the slow reader's answers were written; want its connection stuck", n)
 	} else {
-		t.Logf("the slow reader's connection took %v answers before it filled", n)
+		t.Logf("the slow reader's connection was handed %v answers before it filled", n)
+	}
+
+	// Once the slow reader goes, the answer stuck in its write is put back:
+	// what it was written and what the mailboxes still hold are every
+	// message, each once.
+	c.Close()
+	requeued := func() float64 {
+		return metricValue(t, metricsText(t, s), "zrc_rendezvous_messages_requeued_total")
+	}
+	// Handed out, less what came back, less the 20 meanwhile.
+	delivered := func() float64 {
+		return metricValue(t, metricsText(t, s), "zrc_rendezvous_messages_delivered_total") - requeued() - 20
+	}
+	waitFor(t, func() bool {
+		for m := range mailboxes {
+			for {
+				status, body := fetch(t, http.DefaultClient, s.url+"/v1/mailbox/"+fmt.Sprintf("%064x", m+1)+"?wait_ms=0")
+				if status == http.StatusNoContent {
+					break
+				}
+				if status != http.StatusOK || body != big {
+					t.Fatalf("GET after the slow reader left: %d, %d bytes", status, len(body))
+				}
+			}
+		}
+		return delivered() >= perMailbox*mailboxes
+	})
+	if n := delivered(); n != perMailbox*mailboxes {
+		t.Errorf("%v messages delivered; want each of the %d once", n, perMailbox*mailboxes)
+	}
+	if r := requeued(); r < 1 {
+		t.Errorf("%v messages requeued; want the one whose answer was stuck", r)
 	}
 }
 
