@@ -203,15 +203,16 @@ type pendingGet struct {
 	quota guard.Quota // set on the answer, not before the wait
 }
 
-// checkReceive checks a GET — source lists, rate limit, no body,
-// credentials, wait_ms, the source's waiting long-polls (R4, R5) — and returns what
-// the mailbox is to be asked for (R2). Every check happens here, before the
-// mailbox is asked, so a refused GET consumes nothing. The returned
-// pendingGet carries the GET to answerReceive; it is nil only when the GET
-// was refused before admission. The caller asks the mailbox itself, with
-// this function's frame gone: creating a mailbox is the deepest point of a
-// GET's stack, and a connection goroutine that grows past 4 KiB there
-// keeps 8 KiB for as long as it waits (docs/performance.md).
+// checkReceive checks a GET — source lists, rate limit, no body (Z10),
+// credentials, wait_ms, the source's waiting long-polls (R4, R5) — and
+// returns what the mailbox is to be asked for (R2). Every check happens
+// here, before the mailbox is asked, so a refused GET consumes nothing.
+// The returned pendingGet carries the GET to answerReceive; it is nil
+// only when the GET was refused before admission. The caller asks the
+// mailbox itself, with this function's frame gone: creating a mailbox is
+// the deepest point of a GET's stack, and a connection goroutine that
+// grows past 4 KiB there keeps 8 KiB for as long as it waits
+// (docs/performance.md).
 //
 //go:noinline
 func (a *api) checkReceive(w http.ResponseWriter, r *http.Request) (rc *pendingGet, id actor.ID, wait time.Duration, err error) {
