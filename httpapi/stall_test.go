@@ -8,6 +8,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -27,6 +28,7 @@ func TestStalledPostsHoldLittle(t *testing.T) {
 		declared = 64 << 10
 		budget   = 8 << 20
 	)
+	needFiles(t, 2*stalled+100) // both ends of each connection are in this process
 	small := heldByStalledPosts(t, stalled, 1)
 	large := heldByStalledPosts(t, stalled, declared)
 	t.Logf("%d stalled POSTs hold %d KiB of heap declaring 1 byte, %d KiB declaring %d", stalled, small>>10, large>>10, declared)
@@ -66,6 +68,24 @@ func heldByStalledPosts(t *testing.T, n, declared int) int64 {
 	}
 	eventually(t, "every handler is done", func() bool { return goroutinesIn("httpapi.readGrowing") == 0 })
 	return held
+}
+
+// needFiles raises the soft limit on open files to at least n, up to the
+// hard limit, and skips the test when that is not enough.
+func needFiles(t *testing.T, n uint64) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Skipf("open-file limit unknown: %v", err)
+	}
+	if lim.Cur >= n {
+		return
+	}
+	old := lim
+	lim.Cur = min(n, lim.Max)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur < n {
+		t.Skipf("needs %d open files; the limit is %d (hard %d)", n, old.Cur, old.Max)
+	}
+	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
 }
 
 // heapAlloc is the heap's live bytes after two collections (the second
