@@ -90,9 +90,6 @@ type api struct {
 	// epoch is the X-Mailbox-Epoch header value of the engine's latest
 	// epoch (epochHeader).
 	epoch atomic.Pointer[[]string]
-	// scratch holds MaxMessageSize+1-byte buffers for bodies of unknown
-	// length; see readBody.
-	scratch sync.Pool
 	// receives holds *pendingGet values, so that a GET costs no allocation
 	// for carrying its waiter across the wait.
 	receives sync.Pool
@@ -124,11 +121,6 @@ func New(d Deps) http.Handler {
 		panic("BUG: version string: " + err.Error())
 	}
 	a.versionJSON = string(v)
-	limit := a.opts.MaxMessageSize
-	a.scratch.New = func() any {
-		b := make([]byte, limit+1)
-		return &b
-	}
 	a.receives.New = func() any { return new(pendingGet) }
 	a.answers.New = func() any { return &answer{done: make(chan struct{}, 1)} }
 	a.answerers = make(chan *answer)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"os"
 	"strconv"
 	"time"
 
@@ -33,6 +32,7 @@ var (
 	errEmptyMessage     = errors.New("message body is empty")
 	errMessageTooLarge  = errors.New("message body exceeds max_message_size")
 	errBadBody          = errors.New("request body could not be read")
+	errUnexpectedBody   = errors.New("a GET carries no body")
 	errNotFound         = errors.New("no such route")
 	errMethodNotAllowed = errors.New("method not allowed on this route")
 	errUnauthorized     = guard.ErrUnauthorized
@@ -50,6 +50,7 @@ const (
 	codeEmptyMessage
 	codeBadWaitMS
 	codeBadRequest
+	codeUnexpectedBody
 	codeUnauthorized
 	codeForbidden
 	codeBlocked
@@ -77,16 +78,17 @@ type errorRow struct {
 // errorTable is the one place that turns an error into a response. Rows
 // are tried in order; the first whose error matches wins.
 //
-// bad_request and internal_error are not in SPEC.md's list: bad_request
-// answers a body that could not be read (read timeout, broken chunked
-// encoding) while the client is still connected, and internal_error answers
-// an error no row knows, which is a bug. Neither should be seen in normal
-// operation; both exist so that no failure is ever answered 200.
+// bad_request answers a request that is malformed or ended early: a body
+// that could not be read (cut short, a broken chunk, the read deadline),
+// or a client that ended its side of the connection before its answer
+// (Z10). internal_error is not in SPEC.md's list: it answers an error no
+// row knows, which is a bug, so that no failure is ever answered 200.
 var errorTable = [numCodes]errorRow{
 	codeBadRecipientID:   {is: []error{actor.ErrBadID}, status: http.StatusBadRequest, code: "bad_recipient_id", message: "recipient id must be exactly 64 hex characters"},
 	codeEmptyMessage:     {is: []error{errEmptyMessage}, status: http.StatusBadRequest, code: "empty_message", message: "message body is empty"},
 	codeBadWaitMS:        {is: []error{ErrBadWaitMS}, status: http.StatusBadRequest, code: "bad_wait_ms", message: "wait_ms must be a string of ASCII digits"},
-	codeBadRequest:       {is: []error{errBadBody}, status: http.StatusBadRequest, code: "bad_request", message: "request body could not be read"},
+	codeBadRequest:       {is: []error{errBadBody}, status: http.StatusBadRequest, code: "bad_request", message: "request was malformed or ended early"},
+	codeUnexpectedBody:   {is: []error{errUnexpectedBody}, status: http.StatusBadRequest, code: "unexpected_body", message: "a GET request carries no body"},
 	codeUnauthorized:     {is: []error{errUnauthorized}, status: http.StatusUnauthorized, code: "unauthorized", message: "credentials required"},
 	codeForbidden:        {is: []error{errForbidden}, status: http.StatusForbidden, code: "forbidden", message: "credentials refused"},
 	codeBlocked:          {is: []error{errBlocked}, status: http.StatusForbidden, code: "blocked", message: "source address is blocked"},
@@ -135,42 +137,40 @@ var (
 	hvClose       = []string{"close"}
 )
 
-// classify picks the table row for err. ok is false when the client has
-// gone and nothing should be written.
-func classify(r *http.Request, err error) (c errorCode, ok bool) {
-	ctx := r.Context()
+// classify picks the table row for err. left is true when the request
+// was cancelled because its client ended its side of the connection and
+// err is only that cancellation: such a request is answered 400
+// bad_request all the same — a client that half-closed still reads it,
+// and net/http's implicit 200 must never stand for a request that did
+// not complete (Z10) — but it is no error of the server's or of the
+// request, so it is counted nowhere.
+func classify(r *http.Request, err error) (c errorCode, left bool) {
 	// Shutdown first: every request that shutdown interrupts answers 503,
 	// whatever error the interruption surfaced as (R9.4).
-	if errors.Is(context.Cause(ctx), ErrShuttingDown) {
-		return codeShuttingDown, true
-	}
-	// net/http cancels the request when a body read fails, a timeout
-	// included; but a read that hit the body deadline means the client is
-	// too slow, not gone, and it gets its 400 before the connection closes.
-	if ctx.Err() != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-		return 0, false // the client left: nobody reads an answer
+	if errors.Is(context.Cause(r.Context()), ErrShuttingDown) {
+		return codeShuttingDown, false
 	}
 	for c := range errorTable {
 		for _, target := range errorTable[c].is {
 			if errors.Is(err, target) {
-				return errorCode(c), true
+				return errorCode(c), false
 			}
 		}
 	}
-	return codeInternal, true
+	if r.Context().Err() != nil {
+		return codeBadRequest, true
+	}
+	return codeInternal, false
 }
 
 // writeError answers err through errorTable: status, JSON body, the
 // headers the row needs, the errors_total counter and a log line (debug
-// for client errors, warn for server failures — never with ids).
+// for client errors, warn for server failures — never with ids). It
+// writes whether or not the client is still there: every request gets its
+// own status, and writing to a connection that is gone costs nothing but
+// a failed write.
 func (a *api) writeError(w http.ResponseWriter, r *http.Request, rt routeID, err error) {
-	c, ok := classify(r, err)
-	if !ok {
-		if ce := a.log.Check(zap.DebugLevel, "client left"); ce != nil {
-			ce.Write(zap.String("route", routeNames[rt]), zap.String("method", r.Method), zap.Error(err))
-		}
-		return
-	}
+	c, left := classify(r, err)
 	row := &errorTable[c]
 	h := w.Header()
 	h["Content-Type"] = hvJSON
@@ -205,6 +205,12 @@ func (a *api) writeError(w http.ResponseWriter, r *http.Request, rt routeID, err
 	h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	w.WriteHeader(row.status)
 	_, _ = w.Write(body)
+	if left {
+		if ce := a.log.Check(zap.DebugLevel, "client left"); ce != nil {
+			ce.Write(zap.String("route", routeNames[rt]), zap.String("method", r.Method), zap.Error(err))
+		}
+		return
+	}
 	if ctr := a.metrics.errors[c]; ctr != nil {
 		ctr.Inc()
 	}

@@ -278,31 +278,30 @@ func TestClassify(t *testing.T) {
 		name string
 		r    *http.Request
 		err  error
-		want string // "" = write nothing
+		want string
+		left bool // answered, but counted as a client that left
 	}{
-		{"bad id", live, actor.ErrBadID, "bad_recipient_id"},
-		{"queue full wrapped", live, fmt.Errorf("post: %w", actor.ErrQueueFull), "queue_full"},
-		{"overloaded", live, supervisor.ErrOverloaded, "overloaded"},
-		{"closed", live, supervisor.ErrClosed, "shutting_down"},
-		{"shutdown cause", live, ErrShuttingDown, "shutting_down"},
-		{"too large", live, errMessageTooLarge, "message_too_large"},
-		{"unreadable body", live, bodyError(io.ErrUnexpectedEOF), "bad_request"},
-		{"too large from MaxBytesReader", live, bodyError(&http.MaxBytesError{Limit: 1}), "message_too_large"},
-		{"unknown", live, io.ErrClosedPipe, "internal_error"},
-		{"client gone", gone, context.Canceled, ""},
-		{"client gone, any error", gone, actor.ErrQueueFull, ""},
-		{"shutdown wins", stopping, actor.ErrQueueFull, "shutting_down"},
-		{"shutdown, cancelled receive", stopping, context.Canceled, "shutting_down"},
+		{"bad id", live, actor.ErrBadID, "bad_recipient_id", false},
+		{"queue full wrapped", live, fmt.Errorf("post: %w", actor.ErrQueueFull), "queue_full", false},
+		{"overloaded", live, supervisor.ErrOverloaded, "overloaded", false},
+		{"closed", live, supervisor.ErrClosed, "shutting_down", false},
+		{"shutdown cause", live, ErrShuttingDown, "shutting_down", false},
+		{"too large", live, errMessageTooLarge, "message_too_large", false},
+		{"unreadable body", live, bodyError(io.ErrUnexpectedEOF), "bad_request", false},
+		{"too large from MaxBytesReader", live, bodyError(&http.MaxBytesError{Limit: 1}), "message_too_large", false},
+		{"unknown", live, io.ErrClosedPipe, "internal_error", false},
+		// Z10: a request whose client has gone still gets its status.
+		{"client gone", gone, context.Canceled, "bad_request", true},
+		{"client gone, body cut short", gone, bodyError(io.ErrUnexpectedEOF), "bad_request", false},
+		{"client gone, any error", gone, actor.ErrQueueFull, "queue_full", false},
+		{"shutdown wins", stopping, actor.ErrQueueFull, "shutting_down", false},
+		{"shutdown, cancelled receive", stopping, context.Canceled, "shutting_down", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, ok := classify(tt.r, tt.err)
-			got := ""
-			if ok {
-				got = errorTable[c].code
-			}
-			if got != tt.want {
-				t.Errorf("classify(%v) = %q; want %q", tt.err, got, tt.want)
+			c, left := classify(tt.r, tt.err)
+			if got := errorTable[c].code; got != tt.want || left != tt.left {
+				t.Errorf("classify(%v) = %q, left %v; want %q, left %v", tt.err, got, left, tt.want, tt.left)
 			}
 		})
 	}
@@ -313,6 +312,7 @@ func TestClassify(t *testing.T) {
 func TestErrorTable(t *testing.T) {
 	spec := map[string]int{
 		"bad_recipient_id": 400, "empty_message": 400, "bad_wait_ms": 400,
+		"unexpected_body": 400, "bad_request": 400,
 		"unauthorized": 401, "forbidden": 403, "blocked": 403, "not_found": 404,
 		"method_not_allowed": 405, "message_too_large": 413, "rate_limited": 429,
 		"overloaded": 503, "shutting_down": 503, "queue_full": 507,

@@ -65,6 +65,9 @@ type config struct {
 	maxConns int
 	// pending counts the GETs being answered; nil: not counted.
 	pending *Pending
+	// http2 serves over TLS with HTTP/2 (httptest's certificate; the
+	// client trusts it and speaks h2).
+	http2 bool
 }
 
 func defaultConfig() config {
@@ -130,10 +133,16 @@ func newTestServer(t testing.TB, mod ...func(*config)) *testServer {
 	base, shutdown := context.WithCancelCause(context.Background())
 	ts := httptest.NewUnstartedServer(nil)
 	cfg.server.LongPollMax = cfg.api.LongPollMax
+	cfg.server.MaxMessageSize = cfg.api.MaxMessageSize
 	ts.Config = NewServer(h, base, cfg.server)
 	ts.Config.ConnState = conns.ConnState // httptest chains its own after it
 	ts.Listener = conns.Listener(ts.Listener, nil)
-	ts.Start()
+	if cfg.http2 {
+		ts.EnableHTTP2 = true
+		ts.StartTLS()
+	} else {
+		ts.Start()
+	}
 	t.Cleanup(func() { sup.Close() })
 	t.Cleanup(func() { shutdown(nil) })
 	t.Cleanup(ts.Close) // runs first: waits for every handler to return
@@ -146,8 +155,9 @@ type result struct {
 	header  http.Header
 	body    []byte
 	elapsed time.Duration
-	closed  bool  // the server said Connection: close
-	chunked bool  // the body came with Transfer-Encoding: chunked
+	closed  bool // the server said Connection: close
+	chunked bool // the body came with Transfer-Encoding: chunked
+	proto   string
 	err     error // transport error (then the rest is zero)
 }
 
@@ -206,7 +216,7 @@ func (s *testServer) try(r req) result {
 		return result{err: err}
 	}
 	return result{status: resp.StatusCode, header: resp.Header, body: b, elapsed: time.Since(start), closed: resp.Close,
-		chunked: len(resp.TransferEncoding) > 0}
+		chunked: len(resp.TransferEncoding) > 0, proto: resp.Proto}
 }
 
 func (s *testServer) post(id string, body string) result {

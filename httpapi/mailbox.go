@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -97,12 +98,12 @@ func (a *api) answerPost(w http.ResponseWriter, rep actor.PostReply, id actor.ID
 
 // readBody reads a POST body through a hard limit: never more than
 // MaxMessageSize+1 bytes, whatever Content-Length claims, and nothing at
-// all when Content-Length alone is too large (R1.4). The body's buffer is
-// allocated once, at its exact size: it is what the queue keeps.
+// all when Content-Length alone is too large (R1.4). A body that ends
+// before its Content-Length or its last chunk is an error, never a
+// shorter message (Z10).
 //
 // It runs on the connection's goroutine with the checks' frames below it,
-// so its own frame is small: the unknown-length path is a function of its
-// own.
+// so its own frame is small: the reading is a function of its own.
 func (a *api) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	limit := a.opts.MaxMessageSize
 	n := r.ContentLength
@@ -116,18 +117,15 @@ func (a *api) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	// Errors mean the writer cannot set deadlines (a recorder in tests);
 	// the body is then read without one.
 	_ = rc.SetReadDeadline(time.Now().Add(a.opts.BodyReadTimeout))
-	var body []byte
-	var err error
-	if n > 0 {
-		// net/http stops the body at Content-Length, and the buffer is
-		// no larger than the limit: the hard limit holds by construction.
-		body = make([]byte, n)
-		if _, err = io.ReadFull(r.Body, body); err != nil {
-			body, err = nil, bodyError(err)
-		}
-	} else {
-		body, err = a.readUnknownLength(w, r)
+	var src io.Reader = r.Body
+	if n < 0 {
+		// Chunked: MaxBytesReader fails the read past limit bytes and
+		// makes net/http close the connection instead of draining the
+		// rest. With a length, net/http stops the body at Content-Length,
+		// which is within the limit.
+		src = http.MaxBytesReader(w, r.Body, limit)
 	}
+	body, err := readGrowing(src, n, limit)
 	// Lift the deadline once the body is in: net/http's background read
 	// runs under it afterwards, and hitting it would cancel the request.
 	// After a failed read it stays: net/http then discards what is left of
@@ -139,31 +137,53 @@ func (a *api) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	return body, err
 }
 
-// readUnknownLength reads a chunked body into a pooled limit+1-byte
-// scratch buffer through MaxBytesReader, which stops after limit+1 bytes
-// and makes net/http close the connection instead of draining the rest;
-// then copies out exactly what came.
+// firstBodyBuffer is the most readGrowing allocates before any byte of a
+// body has come: a client that declares 64 KiB and sends nothing holds
+// this much, not 64 KiB, for the whole body timeout. Bodies up to this
+// size (most envelopes) are read into one exact-size buffer.
+const firstBodyBuffer = 2 << 10
+
+// readGrowing reads a body of n bytes (n < 0: unknown, at most limit)
+// from src into a buffer that doubles as bytes arrive, so that what a
+// body holds is at most twice what its client has sent (or
+// firstBodyBuffer). With a length the buffer never grows past n and
+// is returned as it is; without one it never grows past limit+1 — a byte
+// that proves the body too large — and what came is copied out at its
+// exact size, since the queue keeps it.
 //
 //go:noinline
-func (a *api) readUnknownLength(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	limit := a.opts.MaxMessageSize
-	sp := a.scratch.Get().(*[]byte)
-	defer a.scratch.Put(sp)
-	scratch := *sp
-	got, err := io.ReadFull(http.MaxBytesReader(w, r.Body, limit), scratch)
-	switch {
-	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-		// The body ended within the limit.
-	case err != nil:
-		return nil, bodyError(err)
-	default:
-		// limit+1 bytes came: too large, whatever the reader said.
-		return nil, errMessageTooLarge
+func readGrowing(src io.Reader, n, limit int64) ([]byte, error) {
+	size := n
+	if n < 0 {
+		size = limit + 1
 	}
-	if got == 0 {
-		return nil, errEmptyMessage
+	buf := make([]byte, 0, min(size, firstBodyBuffer))
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(make([]byte, 0, min(2*int64(cap(buf)), size)), buf...)
+		}
+		m, err := src.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		switch {
+		case int64(len(buf)) == size && n < 0:
+			return nil, errMessageTooLarge // limit+1 bytes came
+		case int64(len(buf)) == size:
+			return buf, nil
+		case err == io.EOF && n < 0 && len(buf) == 0:
+			return nil, errEmptyMessage
+		case err == io.EOF && n < 0:
+			// The last chunk came: the body is complete.
+			return bytes.Clone(buf), nil
+		case err == io.EOF:
+			// net/http says io.ErrUnexpectedEOF itself when a body with
+			// a length ends early.
+			return nil, bodyError(io.ErrUnexpectedEOF)
+		case err != nil:
+			// A broken or truncated chunk, the connection's end, the
+			// read deadline, MaxBytesReader's limit.
+			return nil, bodyError(err)
+		}
 	}
-	return append([]byte(nil), scratch[:got]...), nil
 }
 
 // bodyError maps a failed body read: too large, or unreadable.
@@ -184,15 +204,16 @@ type pendingGet struct {
 	quota guard.Quota // set on the answer, not before the wait
 }
 
-// checkReceive checks a GET — source lists, rate limit, credentials,
-// wait_ms, the source's waiting long-polls (R4, R5) — and returns what
-// the mailbox is to be asked for (R2). Every check happens here, before the
-// mailbox is asked, so a refused GET consumes nothing. The returned
-// pendingGet carries the GET to answerReceive; it is nil only when the GET
-// was refused before admission. The caller asks the mailbox itself, with
-// this function's frame gone: creating a mailbox is the deepest point of a
-// GET's stack, and a connection goroutine that grows past 4 KiB there
-// keeps 8 KiB for as long as it waits (docs/performance.md).
+// checkReceive checks a GET — source lists, rate limit, no body (Z10),
+// credentials, wait_ms, the source's waiting long-polls (R4, R5) — and
+// returns what the mailbox is to be asked for (R2). Every check happens
+// here, before the mailbox is asked, so a refused GET consumes nothing.
+// The returned pendingGet carries the GET to answerReceive; it is nil
+// only when the GET was refused before admission. The caller asks the
+// mailbox itself, with this function's frame gone: creating a mailbox is
+// the deepest point of a GET's stack, and a connection goroutine that
+// grows past 4 KiB there keeps 8 KiB for as long as it waits
+// (docs/performance.md).
 //
 //go:noinline
 func (a *api) checkReceive(w http.ResponseWriter, r *http.Request) (rc *pendingGet, id actor.ID, wait time.Duration, err error) {
@@ -207,6 +228,14 @@ func (a *api) checkReceive(w http.ResponseWriter, r *http.Request) (rc *pendingG
 	// quota for the answer's headers.
 	rc = a.receives.Get().(*pendingGet)
 	rc.quota = t.Quota()
+	// Z10: a GET with a body (a length, or chunked) is refused before it
+	// can wait or take a message: net/http watches for the client's
+	// disconnect only once the body is read, and HTTP/2 would keep the
+	// body buffered for the whole wait. It takes its rate-limit token
+	// first, as every mailbox request does.
+	if r.ContentLength != 0 {
+		return rc, id, 0, errUnexpectedBody
+	}
 	if id, err = actor.ParseID(recipientSegment(r)); err != nil {
 		return rc, id, 0, err
 	}
@@ -245,7 +274,7 @@ func (a *api) answerReceive(w http.ResponseWriter, r *http.Request, rc *pendingG
 		a.receives.Put(rc)
 	}
 	if err != nil {
-		return err // shutdown answers 503 at once; a client that left gets nothing
+		return err // shutdown answers 503 at once; a client that left, 400
 	}
 	ctx := r.Context()
 	h := w.Header()
@@ -263,12 +292,13 @@ func (a *api) answerReceive(w http.ResponseWriter, r *http.Request, rc *pendingG
 
 	msg := d.Message
 	if ctx.Err() != nil && !errors.Is(context.Cause(ctx), ErrShuttingDown) {
-		// Z2: the client left after the hand-off. Nobody will read an
-		// answer, so the message goes back to the head of its queue. (A
-		// shutdown, by contrast, leaves the client connected: it gets the
-		// message it was handed.)
+		// Z2: the client left after the hand-off. Nobody will read the
+		// message, so it goes back to the head of its queue, and the
+		// request is answered as cancelled (Z10). (A shutdown, by
+		// contrast, leaves the client connected: it gets the message it
+		// was handed.)
 		a.requeue(id, msg, "client left after hand-off")
-		return nil
+		return context.Cause(ctx)
 	}
 
 	var buf [48]byte

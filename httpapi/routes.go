@@ -325,10 +325,12 @@ func (a *api) answerLoop(an *answer) {
 	}
 }
 
-// write answers the POST or the GET, and puts the answer on the
+// write answers the POST or the GET — every outcome writes its own
+// status, a client that has left too (Z10) — and puts the answer on the
 // connection before the handler returns, so that net/http writes nothing
-// more on the connection's goroutine. A client that has left gets
-// nothing, and a shutdown's 503 is left to net/http.
+// more on the connection's goroutine. The answer to a request whose
+// context is done (a client that has left, a shutdown's 503) is not
+// flushed here but left to net/http.
 func (an *answer) write() {
 	defer func() {
 		if p := recover(); p != nil {

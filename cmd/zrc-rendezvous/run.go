@@ -157,6 +157,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	mainAddr := net.JoinHostPort(cfg.ListenAddr, strconv.Itoa(cfg.ListenPort))
 	srv := httpapi.NewServer(handler, root, httpapi.ServerOptions{
 		Addr: mainAddr, LongPollMax: cfg.LongPollMax(), ErrorLog: errLog,
+		MaxMessageSize: cfg.MaxMessageSize,
 	})
 	srv.ConnState = conns.ConnState // idle connections give way near the cap
 	ln, err := net.Listen("tcp", mainAddr)
