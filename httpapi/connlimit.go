@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +15,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"go.uber.org/zap"
 
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/apierr"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/burstlog"
 )
 
@@ -33,26 +33,6 @@ const (
 	// answered: maxHeaderBytes and the request line, and some.
 	rejectHeaderMax = maxHeaderBytes + 4<<10
 )
-
-// rejectRetryAfter is the Retry-After of a connection refused at the cap,
-// in seconds. Connections free up as long-polls end, which takes seconds,
-// not milliseconds.
-const rejectRetryAfter = 5
-
-// overloadedResponse answers a connection refused at a cap: the
-// `overloaded` JSON error of the API (SPEC "HTTP API"), as a complete
-// HTTP/1.1 response written straight on the connection, which is then
-// closed.
-func overloadedResponse(message string) []byte {
-	body := `{"error":"overloaded","message":"` + message + `"}`
-	return []byte("HTTP/1.1 503 Service Unavailable\r\n" +
-		"Content-Type: application/json\r\n" +
-		"Retry-After: " + strconv.Itoa(rejectRetryAfter) + "\r\n" +
-		"Cache-Control: no-store\r\n" +
-		"Connection: close\r\n" +
-		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n" +
-		"\r\n" + body)
-}
 
 // ConnSources names the source a connection counts against under
 // max_connections_per_source; *guard.Guard is one. capped is false for a
@@ -132,11 +112,11 @@ func NewConnLimit(o ConnLimitOptions) *ConnLimit {
 	l := &ConnLimit{
 		max: int64(max(o.Max, 1)),
 		global: capRefusal{
-			response: overloadedResponse("server is at its connection limit"),
+			response: apierr.Refusal(apierr.ConnectionLimit),
 			log:      burstlog.New(log, "connections refused: "+capName+" reached", rejectLogPeriod),
 		},
 		source: capRefusal{
-			response: overloadedResponse("too many open connections from this source"),
+			response: apierr.Refusal(apierr.SourceConnectionLimit),
 			log:      burstlog.New(log, "connections refused: max_connections_per_source reached", rejectLogPeriod),
 		},
 		bySource: make(map[[16]byte]int),

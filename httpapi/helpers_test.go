@@ -345,8 +345,8 @@ func wantError(t testing.TB, r result, status int, code string) {
 		t.Errorf("body = %s; want {\"error\":%q,\"message\":\"…\"}", r.body, code)
 	}
 	for _, row := range errorTable {
-		if row.code == code && got["message"] != row.message {
-			t.Errorf("message = %q; want %q", got["message"], row.message)
+		if e := row.code.Entry(); e.Error == code && got["message"] != e.Message {
+			t.Errorf("message = %q; want %q", got["message"], e.Message)
 		}
 	}
 }

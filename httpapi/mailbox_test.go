@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/apierr"
 )
 
 // TestPostGetSequence walks one server through posts and gets and checks
@@ -256,7 +257,7 @@ func TestHandOffToGoneClient(t *testing.T) {
 		wantBody   string
 		requeued   bool
 	}{
-		{"client left", context.Canceled, http.StatusBadRequest, string(errorBodies[codeBadRequest]), true},
+		{"client left", context.Canceled, http.StatusBadRequest, string(apierr.BadRequest.Body()), true},
 		{"shutdown", ErrShuttingDown, http.StatusOK, "first", false},
 	}
 	for _, tt := range tests {

@@ -4,6 +4,9 @@ import (
 	"net/http"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/apierr"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/guard"
 )
 
 // latencyBuckets run from sub-millisecond answers up to the longest
@@ -13,22 +16,17 @@ var latencyBuckets = []float64{
 	1, 2.5, 5, 10, 30, 60, 120,
 }
 
-// Rate-limit hit kinds (SPEC metric zrc_rendezvous_rate_limit_hits_total).
-const (
-	kindPost = iota
-	kindGet
-	numKinds
-)
-
 // apiMetrics are the HTTP layer's series, all created in New so that every
 // labelled series exists at zero from the start. A request finds its
 // series by array index: no map lookup and no formatting per request.
 // Every pointer is nil when New got no metrics set.
 type apiMetrics struct {
 	latency [numRoutes][numMethods]*metrics.PrometheusHistogram
-	errors  [numCodes]*metrics.Counter
+	// errors counts error answers by JSON code: those of errorTable and
+	// internal_error; nil for the catalogue's other answers.
+	errors [apierr.NumCodes]*metrics.Counter
 	// rateLimitHits counts 429s by the request's kind (writeError).
-	rateLimitHits [numKinds]*metrics.Counter
+	rateLimitHits [guard.NumKinds]*metrics.Counter
 }
 
 func newAPIMetrics(set *metrics.Set) apiMetrics {
@@ -42,11 +40,13 @@ func newAPIMetrics(set *metrics.Set) apiMetrics {
 			m.latency[rt][mt] = set.NewPrometheusHistogramExt(name, latencyBuckets)
 		}
 	}
-	for c := range errorTable {
-		m.errors[c] = set.NewCounter(`zrc_rendezvous_errors_total{code="` + errorTable[c].code + `"}`)
+	for _, row := range errorTable {
+		m.errors[row.code] = set.NewCounter(`zrc_rendezvous_errors_total{code="` + row.code.Entry().Error + `"}`)
 	}
-	m.rateLimitHits[kindPost] = set.NewCounter(`zrc_rendezvous_rate_limit_hits_total{kind="post"}`)
-	m.rateLimitHits[kindGet] = set.NewCounter(`zrc_rendezvous_rate_limit_hits_total{kind="get"}`)
+	m.errors[apierr.Internal] = set.NewCounter(`zrc_rendezvous_errors_total{code="` + apierr.Internal.Entry().Error + `"}`)
+	for k := range guard.NumKinds {
+		m.rateLimitHits[k] = set.NewCounter(`zrc_rendezvous_rate_limit_hits_total{kind="` + k.String() + `"}`)
+	}
 	return m
 }
 

@@ -299,8 +299,9 @@ func TestMetrics(t *testing.T) {
 		`zrc_rendezvous_queue_depth_bucket{le="+Inf"}`,
 	}
 	for _, row := range errorTable {
-		want = append(want, `zrc_rendezvous_errors_total{code="`+row.code+`"}`)
+		want = append(want, `zrc_rendezvous_errors_total{code="`+row.code.Entry().Error+`"}`)
 	}
+	want = append(want, `zrc_rendezvous_errors_total{code="internal_error"}`)
 	for _, rt := range routeNames {
 		for _, mt := range methodNames {
 			want = append(want, fmt.Sprintf(`zrc_rendezvous_request_latency_seconds_bucket{le="+Inf",method=%q,route=%q}`, mt, rt))

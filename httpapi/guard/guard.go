@@ -29,21 +29,24 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/apierr"
 )
 
 // Kind is what a mailbox request does; each kind has its own bucket.
 type Kind uint8
 
 const (
-	Post Kind = iota // POST /v1/mailbox/{id}
-	Get              // GET /v1/mailbox/{id}
-	numKinds
+	Post     Kind = iota // POST /v1/mailbox/{id}
+	Get                  // GET /v1/mailbox/{id}
+	NumKinds             // how many kinds there are
 )
 
-var kindNames = [numKinds]string{"post", "get"}
+// kindNames are the kinds' names: the rate_limit_hits_total label and the
+// 429's "limit".
+var kindNames = [NumKinds]string{"post", "get"}
 
 func (k Kind) String() string {
-	if k < numKinds {
+	if k < NumKinds {
 		return kindNames[k]
 	}
 	return "Kind(" + strconv.Itoa(int(k)) + ")"
@@ -114,8 +117,8 @@ type Options struct {
 // it replaces the previous one. Read-only once published.
 type state struct {
 	gen         uint64
-	limit       [numKinds]rate.Limit
-	burst       [numKinds]int
+	limit       [NumKinds]rate.Limit
+	burst       [NumKinds]int
 	window      time.Duration
 	v6bits      int
 	maxSources  int
@@ -126,8 +129,8 @@ type state struct {
 	mode        Mode
 	server      []digest
 	mailbox     *MailboxTokens
-	limitHV     [numKinds][]string // RateLimit-Limit values
-	limitBody   [numKinds][]byte   // 429 bodies of the buckets
+	limitHV     [NumKinds][]string // RateLimit-Limit values
+	limitBody   [NumKinds][]byte   // 429 bodies of the buckets
 	waitingBody []byte
 	sourcesBody []byte
 }
@@ -237,35 +240,21 @@ func newState(o Options) (*state, error) {
 	if err := errors.Join(problems...); err != nil {
 		return nil, err
 	}
-	perWindow := [numKinds]int{Post: o.PostsPerWindow, Get: o.GetsPerWindow}
-	for k := range numKinds {
+	perWindow := [NumKinds]int{Post: o.PostsPerWindow, Get: o.GetsPerWindow}
+	for k := range NumKinds {
 		st.burst[k] = perWindow[k]
 		st.limit[k] = rate.Limit(float64(perWindow[k]) / o.Window.Seconds())
 		st.limitHV[k] = []string{strconv.Itoa(perWindow[k])}
-		st.limitBody[k] = limitBody(
-			fmt.Sprintf("rate limit exceeded: %d %s requests per %d seconds from this source", perWindow[k], kindNames[k], int64(o.Window/time.Second)),
-			kindNames[k], perWindow[k], int64(o.Window/time.Second))
+		window := int64(o.Window / time.Second)
+		st.limitBody[k] = apierr.LimitBody(
+			fmt.Sprintf("rate limit exceeded: %d %s requests per %d seconds from this source", perWindow[k], kindNames[k], window),
+			apierr.Limit{Name: kindNames[k], Max: perWindow[k], WindowSeconds: window})
 	}
-	st.waitingBody = limitBody(fmt.Sprintf("too many waiting long-polls from this source (at most %d)", o.MaxWaitingPerSource),
-		"long_polls", o.MaxWaitingPerSource, 0)
-	st.sourcesBody = limitBody("the server tracks as many sources as it may; try again later",
-		"sources", o.MaxSources, 0)
+	st.waitingBody = apierr.LimitBody(fmt.Sprintf("too many waiting long-polls from this source (at most %d)", o.MaxWaitingPerSource),
+		apierr.Limit{Name: "long_polls", Max: o.MaxWaitingPerSource})
+	st.sourcesBody = apierr.LimitBody("the server tracks as many sources as it may; try again later",
+		apierr.Limit{Name: "sources", Max: o.MaxSources})
 	return st, nil
-}
-
-// limitBody builds a 429 body; window 0 leaves window_seconds out.
-func limitBody(message, limit string, n int, window int64) []byte {
-	b := []byte(`{"error":"rate_limited","message":`)
-	b = strconv.AppendQuote(b, message)
-	b = append(b, `,"limit":`...)
-	b = strconv.AppendQuote(b, limit)
-	b = append(b, `,"max":`...)
-	b = strconv.AppendInt(b, int64(n), 10)
-	if window > 0 {
-		b = append(b, `,"window_seconds":`...)
-		b = strconv.AppendInt(b, window, 10)
-	}
-	return append(b, '}')
 }
 
 // Ticket is a request Admit let through, for the checks that need what
@@ -343,7 +332,7 @@ func (g *Guard) Admit(w http.ResponseWriter, r *http.Request, k Kind) (Ticket, e
 	if b == nil {
 		g.warnAtCap(now)
 		retry := g.lim.retryAtCap(now)
-		Quota{limit: st.limitHV[k], reset: ceilSeconds(retry)}.Set(w.Header())
+		Quota{limit: st.limitHV[k], reset: apierr.CeilSeconds(retry)}.Set(w.Header())
 		return t, &LimitError{Kind: k, retry: retry, body: st.sourcesBody}
 	}
 	t.b = b
@@ -351,7 +340,7 @@ func (g *Guard) Admit(w http.ResponseWriter, r *http.Request, k Kind) (Ticket, e
 	t.quota = Quota{
 		limit:     st.limitHV[k],
 		remaining: int64(max(tokens, 0)),
-		reset:     ceilSeconds(time.Duration((float64(st.burst[k]) - tokens) / perSecond * float64(time.Second))),
+		reset:     apierr.CeilSeconds(time.Duration((float64(st.burst[k]) - tokens) / perSecond * float64(time.Second))),
 	}
 	if !ok {
 		t.quota.Set(w.Header())
@@ -440,11 +429,12 @@ func (t Ticket) signature(w http.ResponseWriter, r *http.Request, id actor.ID) e
 		return ErrUnauthorized
 	case sigCacheFull:
 		return &LimitError{Kind: t.kind, retry: t.g.replay.retryAfter(res, t.src, now),
-			body: limitBody("the server holds as many signature nonces as it may; try again later", "signature_nonces", maxReplayEntries, 0)}
+			body: apierr.LimitBody("the server holds as many signature nonces as it may; try again later",
+				apierr.Limit{Name: "signature_nonces", Max: maxReplayEntries})}
 	case sigSourceFull:
 		return &LimitError{Kind: t.kind, retry: t.g.replay.retryAfter(res, t.src, now),
-			body: limitBody("this source holds as many signature nonces as it may; try again later",
-				"signature_nonces_per_source", int(t.g.replay.perSource), 0)}
+			body: apierr.LimitBody("this source holds as many signature nonces as it may; try again later",
+				apierr.Limit{Name: "signature_nonces_per_source", Max: int(t.g.replay.perSource)})}
 	}
 	return ErrForbidden
 }
@@ -472,11 +462,6 @@ func (h Hold) Release() {
 	if h.b != nil {
 		h.b.waiting.Add(-1)
 	}
-}
-
-// ceilSeconds rounds d up to whole seconds, never below 0.
-func ceilSeconds(d time.Duration) int64 {
-	return max(int64((d+time.Second-1)/time.Second), 0)
 }
 
 // smallNums are the decimal strings of 0 to len-1, so that the RateLimit

@@ -51,7 +51,7 @@ type shard struct {
 type bucket struct {
 	// lim, gen and last are guarded by the shard's mu. lim[k] is nil
 	// until the source first makes a request of kind k.
-	lim [numKinds]*rate.Limiter
+	lim [NumKinds]*rate.Limiter
 	gen uint64 // the state generation whose numbers lim carries
 	// last is when the source last made a request (unix ns).
 	last int64

@@ -28,14 +28,14 @@ func TestPropertyRateLimit(t *testing.T) {
 	props := gopter.NewProperties(p)
 	props.Property("429 exactly while the bucket is empty", prop.ForAll(
 		func(postExp, getExp, windowExp int, steps []int) string {
-			per := [numKinds]int{Post: 1 << postExp, Get: 1 << getExp}
+			per := [NumKinds]int{Post: 1 << postExp, Get: 1 << getExp}
 			window := time.Duration(1<<windowExp) * time.Second
 			g, c := newGuard(t, func(o *Options) {
 				o.PostsPerWindow, o.GetsPerWindow, o.Window = per[Post], per[Get], window
 			})
-			var tokens [numKinds]float64
-			var last [numKinds]time.Time
-			for k := range numKinds {
+			var tokens [NumKinds]float64
+			var last [NumKinds]time.Time
+			for k := range NumKinds {
 				tokens[k], last[k] = float64(per[k]), c.t
 			}
 			for i, step := range steps {
