@@ -42,8 +42,6 @@ type Options struct {
 	MaxMessageSize  int64         // bytes; larger bodies answer 413 (R1.4)
 	LongPollDefault time.Duration // wait when wait_ms is absent (R2.2)
 	LongPollMax     time.Duration // clamp for wait_ms (R2.2)
-	MemoryLimit     int64         // bytes; /health is 503 overloaded at >= 90% queued bytes
-	MaxMailboxes    int           // /health is 503 overloaded when Snapshot().Busy >= this
 	// ServeMetrics serves GET /metrics on this handler; false when metrics
 	// are off or served on metrics_listen through MetricsHandler.
 	ServeMetrics bool

@@ -191,7 +191,7 @@ func TestQueueFull(t *testing.T) {
 // created (Z5) or a message cannot fit in memory (R3.5).
 func TestOverloaded(t *testing.T) {
 	t.Run("max_mailboxes", func(t *testing.T) {
-		s := newTestServer(t, func(c *config) { c.sup.MaxMailboxes, c.api.MaxMailboxes = 1, 1 })
+		s := newTestServer(t, func(c *config) { c.sup.MaxMailboxes = 1 })
 		a, b := rid("a"), rid("b")
 		wantAccepted(t, s.post(a, "keeps a alive"), seq0, 1)
 		for _, r := range []result{s.post(b, "no room"), s.get(b, "?wait_ms=50")} {
@@ -206,7 +206,7 @@ func TestOverloaded(t *testing.T) {
 		}
 	})
 	t.Run("idle mailbox reclaimed", func(t *testing.T) {
-		s := newTestServer(t, func(c *config) { c.sup.MaxMailboxes, c.api.MaxMailboxes = 1, 1 })
+		s := newTestServer(t, func(c *config) { c.sup.MaxMailboxes = 1 })
 		// A long-poll that timed out leaves an empty mailbox without a
 		// waiter: reclaimable at once (Z5).
 		wantNoContent(t, s.get(rid("a"), "?wait_ms=20"))

@@ -6,17 +6,16 @@ import (
 	"net/http"
 	"strconv"
 	"time"
-
-	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor"
 )
 
 // health reports liveness and load (R6.1, R6.5, R6.6): 200 "healthy", or
-// 503 "overloaded" near the memory limit, at the mailbox limit with no
-// mailbox reclaimable, or at the connection
-// cap (max_connections), or 503 "shutting_down" once shutdown has begun,
-// so that a load balancer stops sending traffic before the listener
-// closes. It reads counters only and asks no actor. Later middleware must leave it unauthenticated and
-// unlimited.
+// 503 "overloaded" when the engine says so (Snapshot.Overloaded: near the
+// memory limit, or at the mailbox limit with no mailbox reclaimable) or
+// at the connection cap (max_connections), which this package owns, or
+// 503 "shutting_down" once shutdown has begun, so that a load balancer
+// stops sending traffic before the listener closes. It reads counters
+// only and asks no actor. Later middleware must leave it unauthenticated
+// and unlimited.
 func (a *api) health(w http.ResponseWriter, r *http.Request) error {
 	snap := a.mb.Snapshot()
 	var conns int64
@@ -29,7 +28,7 @@ func (a *api) health(w http.ResponseWriter, r *http.Request) error {
 		status, code = "shutting_down", http.StatusServiceUnavailable
 	// This request's own connection counts, so open connections reach
 	// the cap here exactly when the next connection would be refused.
-	case a.overloaded(snap) || a.conns != nil && conns >= a.conns.Max():
+	case snap.Overloaded || a.conns != nil && conns >= a.conns.Max():
 		status, code = "overloaded", http.StatusServiceUnavailable
 	}
 
@@ -68,17 +67,4 @@ func (a *api) health(w http.ResponseWriter, r *http.Request) error {
 	w.WriteHeader(code)
 	_, _ = w.Write(b)
 	return nil
-}
-
-// overloaded reports whether queued bytes are at or above 90% of the
-// memory limit or max_mailboxes mailboxes are alive and none of them can be
-// reclaimed (R6.5): an empty mailbox without a waiter makes room for a new
-// one at once (Z5), so it leaves the server healthy. A zero limit is not
-// checked.
-func (a *api) overloaded(s supervisor.Snapshot) bool {
-	o := &a.opts
-	if o.MemoryLimit > 0 && s.QueuedBytes*10 >= o.MemoryLimit*9 {
-		return true
-	}
-	return o.MaxMailboxes > 0 && s.Mailboxes >= o.MaxMailboxes && s.Busy >= o.MaxMailboxes
 }

@@ -55,11 +55,11 @@ func TestHealth(t *testing.T) {
 			healthBody{Status: "healthy", UptimeSeconds: 90, Version: "1.2.3-test"}},
 		{"counts", nil, []string{"abc", "defg"}, 200,
 			healthBody{Status: "healthy", UptimeSeconds: 90, Version: "1.2.3-test", Mailboxes: 2, BusyMailboxes: 2, Messages: 2, QueuedBytes: 7}},
-		{"just under 90% of memory", func(c *config) { c.api.MemoryLimit = 100 }, []string{repeat(89)}, 200,
+		{"just under 90% of memory", func(c *config) { c.sup.MemoryLimit = 100 }, []string{repeat(89)}, 200,
 			healthBody{Status: "healthy", UptimeSeconds: 90, Version: "1.2.3-test", Mailboxes: 1, BusyMailboxes: 1, Messages: 1, QueuedBytes: 89}},
-		{"90% of memory", func(c *config) { c.api.MemoryLimit = 100 }, []string{repeat(89), "x"}, 503,
+		{"90% of memory", func(c *config) { c.sup.MemoryLimit = 100 }, []string{repeat(89), "x"}, 503,
 			healthBody{Status: "overloaded", UptimeSeconds: 90, Version: "1.2.3-test", Mailboxes: 2, BusyMailboxes: 2, Messages: 2, QueuedBytes: 90}},
-		{"max mailboxes, all holding messages", func(c *config) { c.sup.MaxMailboxes, c.api.MaxMailboxes = 2, 2 }, []string{"a", "b"}, 503,
+		{"max mailboxes, all holding messages", func(c *config) { c.sup.MaxMailboxes = 2 }, []string{"a", "b"}, 503,
 			healthBody{Status: "overloaded", UptimeSeconds: 90, Version: "1.2.3-test", Mailboxes: 2, BusyMailboxes: 2, Messages: 2, QueuedBytes: 2}},
 		{"version escaped", func(c *config) { c.api.Version = "v\"1\"\n<é>" }, nil, 200,
 			healthBody{Status: "healthy", UptimeSeconds: 90, Version: "v\"1\"\n<é>"}},
@@ -94,11 +94,21 @@ func (s *testServer) wantHealth(status int, want healthBody) {
 		retry = "1"
 	}
 	wantHeader(s.t, r.header, map[string]string{"Content-Type": "application/json", "Retry-After": retry})
+	uptime := got.UptimeSeconds
 	if got.UptimeSeconds >= want.UptimeSeconds && got.UptimeSeconds < want.UptimeSeconds+10 {
 		got.UptimeSeconds = want.UptimeSeconds
 	}
 	if got != want {
 		s.t.Errorf("body = %+v; want %+v", got, want)
+	}
+	// The body byte for byte: its fields in SPEC's order.
+	version, _ := json.Marshal(want.Version)
+	exact := fmt.Sprintf(`{"status":%q,"uptime_seconds":%d,"version":%s,"epoch":%q,"mailboxes":%d,"busy_mailboxes":%d,`+
+		`"messages":%d,"queued_bytes":%d,"waiting_long_polls":%d,"open_connections":%d}`,
+		want.Status, uptime, version, s.mb.Epoch(), want.Mailboxes, want.BusyMailboxes,
+		want.Messages, want.QueuedBytes, want.WaitingLongPolls, want.OpenConnections)
+	if string(r.body) != exact {
+		s.t.Errorf("body\n%s\nwant\n%s", r.body, exact)
 	}
 }
 
@@ -122,7 +132,7 @@ func TestHealthAtMaxMailboxes(t *testing.T) {
 	}
 	for _, tt := range fill {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newTestServer(t, func(c *config) { c.sup.MaxMailboxes, c.api.MaxMailboxes = max, max })
+			s := newTestServer(t, func(c *config) { c.sup.MaxMailboxes = max })
 			for i := range max {
 				tt.fill(s, rid(fmt.Sprint(i)))
 			}
@@ -133,7 +143,7 @@ func TestHealthAtMaxMailboxes(t *testing.T) {
 		})
 	}
 	t.Run("long-polls in all", func(t *testing.T) {
-		s := newTestServer(t, func(c *config) { c.sup.MaxMailboxes, c.api.MaxMailboxes = max, max })
+		s := newTestServer(t, func(c *config) { c.sup.MaxMailboxes = max })
 		ctx, cancel := context.WithCancel(t.Context())
 		var done []<-chan result
 		for i := range max {

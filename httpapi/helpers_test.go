@@ -84,8 +84,6 @@ func defaultConfig() config {
 			MaxMessageSize:  1024,
 			LongPollDefault: 50 * time.Millisecond,
 			LongPollMax:     10 * time.Second,
-			MemoryLimit:     1 << 20,
-			MaxMailboxes:    100,
 			ServeMetrics:    true,
 			Version:         "1.2.3-test",
 			// Idle answer goroutines end soon after each test.

@@ -144,17 +144,28 @@ type Snapshot struct {
 	Messages    int64
 	QueuedBytes int64
 	Waiting     int64
+	// Overloaded is the supervisor's verdict on its limits (R6.5), which
+	// /health reports: queued bytes at or above 90 % of MemoryLimit, or
+	// MaxMailboxes mailboxes alive and every one of them busy, so that
+	// none can be reclaimed for a new id. An empty mailbox without a
+	// waiter makes room for a new one at once (Z5), so it leaves the
+	// server healthy. A zero limit is not checked.
+	Overloaded bool
 }
 
 // Snapshot reads the live counters without asking any actor.
 func (s *Supervisor) Snapshot() Snapshot {
-	return Snapshot{
+	snap := Snapshot{
 		Mailboxes:   int(s.live.Load()),
 		Busy:        int(max(0, s.stats.Busy.Load())), // a moment's race may take it below 0
 		Messages:    s.stats.QueuedMessages.Load(),
 		QueuedBytes: s.stats.QueuedBytes.Load(),
 		Waiting:     s.stats.Waiting.Load(),
 	}
+	o := &s.opts
+	snap.Overloaded = o.MemoryLimit > 0 && snap.QueuedBytes*10 >= o.MemoryLimit*9 ||
+		o.MaxMailboxes > 0 && snap.Mailboxes >= o.MaxMailboxes && snap.Busy >= o.MaxMailboxes
+	return snap
 }
 
 // Post queues body for id, evicting the oldest messages server-wide first

@@ -411,3 +411,38 @@ func TestSweepExpiresThenReapsAndCounts(t *testing.T) {
 		}
 	})
 }
+
+// TestSnapshotOverloaded (R6.5, Z5): the supervisor's verdict that /health
+// reports — at 90 % of the memory limit, or with max_mailboxes mailboxes
+// alive and every one busy; an empty mailbox without a waiter can be
+// reclaimed, so it leaves the server healthy.
+func TestSnapshotOverloaded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		opts := testOptions()
+		opts.MemoryLimit = 100
+		s := newTest(t, opts)
+		post(t, s, id(1), string(make([]byte, 89)))
+		if got := s.Snapshot(); got != (Snapshot{Mailboxes: 1, Busy: 1, Messages: 1, QueuedBytes: 89}) {
+			t.Errorf("89 of 100 bytes: %+v; want not overloaded", got)
+		}
+		post(t, s, id(1), "x")
+		if got := s.Snapshot(); got != (Snapshot{Mailboxes: 1, Busy: 1, Messages: 2, QueuedBytes: 90, Overloaded: true}) {
+			t.Errorf("90 of 100 bytes: %+v; want overloaded", got)
+		}
+	})
+	synctest.Test(t, func(t *testing.T) {
+		opts := testOptions()
+		opts.MaxMailboxes = 2
+		s := newTest(t, opts)
+		post(t, s, id(1), "a")
+		post(t, s, id(2), "b")
+		if got := s.Snapshot(); got != (Snapshot{Mailboxes: 2, Busy: 2, Messages: 2, QueuedBytes: 2, Overloaded: true}) {
+			t.Errorf("2 of 2 mailboxes busy: %+v; want overloaded", got)
+		}
+		receive(t, s, id(2))
+		synctest.Wait()
+		if got := s.Snapshot(); got != (Snapshot{Mailboxes: 2, Busy: 1, Messages: 1, QueuedBytes: 1}) {
+			t.Errorf("2 of 2 mailboxes, one reclaimable: %+v; want not overloaded", got)
+		}
+	})
+}

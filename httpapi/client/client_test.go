@@ -52,7 +52,7 @@ func newHarness(t *testing.T, mod func(*harnessConfig)) *harness {
 		sup: supervisor.Options{MaxQueueLength: 100, TTL: 5 * time.Minute, IdleTimeout: time.Hour,
 			EvictionInterval: time.Hour, MaxMailboxes: 100, MemoryLimit: 1 << 20},
 		api: httpapi.Options{MaxMessageSize: 1024, LongPollDefault: 50 * time.Millisecond,
-			LongPollMax: 10 * time.Second, MemoryLimit: 1 << 20, MaxMailboxes: 100, ServeMetrics: true, Version: "test"},
+			LongPollMax: 10 * time.Second, ServeMetrics: true, Version: "test"},
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -294,7 +294,7 @@ func TestRetryAfterHonouredOn429(t *testing.T) {
 // with exponential backoff, jittered, never below Retry-After, capped by
 // MaxDelay, MaxAttempts and MaxWait.
 func TestBackoffBounds(t *testing.T) {
-	h := newHarness(t, func(c *harnessConfig) { c.sup.MaxMailboxes, c.api.MaxMailboxes = 1, 1 })
+	h := newHarness(t, func(c *harnessConfig) { c.sup.MaxMailboxes = 1 })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go client.New(h.url).Get(ctx, rid("holder"), 10*time.Second)
@@ -491,7 +491,7 @@ func TestBearerToken(t *testing.T) {
 }
 
 func TestHealth(t *testing.T) {
-	h := newHarness(t, func(c *harnessConfig) { c.sup.MaxMailboxes, c.api.MaxMailboxes = 1, 1 })
+	h := newHarness(t, func(c *harnessConfig) { c.sup.MaxMailboxes = 1 })
 	c := client.New(h.url)
 	ctx := context.Background()
 	hl, err := c.Health(ctx)

@@ -32,7 +32,7 @@ func newServer(t *testing.T, serveMetrics bool, wrap func(http.Handler) http.Han
 		EvictionInterval: time.Hour, MaxMailboxes: 1000, MemoryLimit: 16 << 20, Metrics: set})
 	var h http.Handler = httpapi.New(httpapi.Deps{Mailboxes: sup, Metrics: set, Options: httpapi.Options{
 		MaxMessageSize: 4096, LongPollDefault: time.Second, LongPollMax: 10 * time.Second,
-		MemoryLimit: 16 << 20, MaxMailboxes: 1000, ServeMetrics: serveMetrics}})
+		ServeMetrics: serveMetrics}})
 	if wrap != nil {
 		h = wrap(h)
 	}

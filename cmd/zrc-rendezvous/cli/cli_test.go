@@ -38,7 +38,7 @@ func newServer(t *testing.T, mode guard.Mode, tokens ...string) string {
 	}
 	srv := httptest.NewServer(httpapi.New(httpapi.Deps{Mailboxes: sup, Guard: g, Metrics: set, Options: httpapi.Options{
 		MaxMessageSize: 4096, LongPollDefault: time.Second, LongPollMax: 10 * time.Second,
-		MemoryLimit: 16 << 20, MaxMailboxes: 1000, ServeMetrics: true}}))
+		ServeMetrics: true}}))
 	t.Cleanup(func() {
 		srv.CloseClientConnections()
 		srv.Close()
