@@ -2,7 +2,8 @@
 // be (R5.1): conf checks auth_tokens with it, so --check-config refuses
 // exactly the tokens the server would refuse at start, and httpapi/guard
 // reads auth_tokens, mailbox_tokens_file and presented Bearer credentials
-// with it. It imports nothing, so both may import it.
+// with it, and its signature headers with its hex rule (DecodeHex). It
+// imports nothing, so both may import it.
 package authtoken
 
 import (
@@ -46,13 +47,23 @@ func Check(tok string) error {
 // Digest decodes the 64 hex characters (either case) after Prefix.
 func Digest(hexDigest string) ([32]byte, error) {
 	var d [32]byte
-	if len(hexDigest) != 2*len(d) {
-		return d, errDigest
-	}
-	if _, err := hex.Decode(d[:], []byte(hexDigest)); err != nil {
+	if !DecodeHex(d[:], hexDigest) {
 		return d, errDigest
 	}
 	return d, nil
+}
+
+// DecodeHex decodes s, hex of either case, into exactly dst, and reports
+// whether s was that: the one hex rule of the credentials, configured
+// token digests and the signature headers' key and signature alike
+// (httpapi/guard). It allocates nothing. (actor.ParseID, which may import
+// nothing of ours, calls encoding/hex the same way.)
+func DecodeHex(dst []byte, s string) bool {
+	if len(s) != 2*len(dst) {
+		return false
+	}
+	_, err := hex.Decode(dst, []byte(s))
+	return err == nil
 }
 
 // Visible reports whether s can arrive as a Bearer token: one or more

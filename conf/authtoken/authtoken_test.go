@@ -31,3 +31,31 @@ func TestCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeHex: exactly twice dst's length of hex, either case, decoded
+// without an allocation.
+func TestDecodeHex(t *testing.T) {
+	var dst [2]byte
+	for _, tt := range []struct {
+		s    string
+		ok   bool
+		want [2]byte
+	}{
+		{"aB0f", true, [2]byte{0xab, 0x0f}},
+		{"AB0F", true, [2]byte{0xab, 0x0f}},
+		{"ab0", false, [2]byte{}},
+		{"ab0f0", false, [2]byte{}},
+		{"ab0g", false, [2]byte{}},
+		{"", false, [2]byte{}},
+	} {
+		dst = [2]byte{}
+		if ok := DecodeHex(dst[:], tt.s); ok != tt.ok || ok && dst != tt.want {
+			t.Errorf("DecodeHex(%q) = %v %x; want %v %x", tt.s, ok, dst, tt.ok, tt.want)
+		}
+	}
+	s := strings.Repeat("aB", 64)
+	var sig [64]byte
+	if n := testing.AllocsPerRun(100, func() { DecodeHex(sig[:], s) }); n != 0 {
+		t.Errorf("%v allocations per DecodeHex; want 0", n)
+	}
+}

@@ -3,13 +3,13 @@ package guard
 import (
 	"crypto/ed25519"
 	"crypto/sha256"
-	"encoding/hex"
 	"math"
 	"net/http"
 	"sync"
 	"time"
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
+	"github.com/zrc-rendezvous/zrc-rendezvous/conf/authtoken"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/client"
 )
 
@@ -69,7 +69,7 @@ func parseSignature(h http.Header) (s signedGet, cred credential) {
 	if len(kl) != 1 || len(tl) != 1 || len(nl) != 1 || len(sl) != 1 {
 		return s, credBad
 	}
-	if !decodeHex(s.key[:], kl[0]) || !decodeHex(s.sig[:], sl[0]) {
+	if !authtoken.DecodeHex(s.key[:], kl[0]) || !authtoken.DecodeHex(s.sig[:], sl[0]) {
 		return s, credBad
 	}
 	ts, ok := parseUnix(tl[0])
@@ -82,15 +82,6 @@ func parseSignature(h http.Header) (s signedGet, cred credential) {
 	}
 	s.timestamp, s.rawTimestamp, s.nonce = ts, tl[0], nonce
 	return s, credBearer
-}
-
-// decodeHex decodes s, either case, into exactly dst.
-func decodeHex(dst []byte, s string) bool {
-	if len(s) != 2*len(dst) {
-		return false
-	}
-	_, err := hex.Decode(dst, []byte(s))
-	return err == nil
 }
 
 func isHex(s string) bool {
