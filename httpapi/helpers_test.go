@@ -18,6 +18,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"go.uber.org/zap"
 
+	"github.com/zrc-rendezvous/zrc-rendezvous/internal/poll"
 	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor"
 )
 
@@ -234,22 +235,11 @@ func (s *testServer) goGet(ctx context.Context, id, query string) <-chan result 
 	return ch
 }
 
-// eventually polls cond until it holds; it is how tests learn that a GET
-// is parked (Snapshot().Waiting) without sleeping for a guessed time.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(200 * time.Microsecond)
-	}
-}
-
+// waitParked returns once n GETs are parked (Snapshot().Waiting), without
+// sleeping for a guessed time.
 func (s *testServer) waitParked(n int64) {
 	s.t.Helper()
-	eventually(s.t, fmt.Sprintf("%d long-polls wait", n), func() bool { return s.sup.Snapshot().Waiting == n })
+	poll.Until(s.t, fmt.Sprintf("%d long-polls wait", n), func() bool { return s.sup.Snapshot().Waiting == n })
 }
 
 func receive(t testing.TB, ch <-chan result) result {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/zrc-rendezvous/zrc-rendezvous/internal/poll"
 )
 
 // TestStalledPostsHoldLittle (R1.4): a POST that declares a 64 KiB body
@@ -58,7 +60,7 @@ func heldByStalledPosts(t *testing.T, n, declared int) int64 {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "every handler reads its body", func() bool { return goroutinesIn("httpapi.readGrowing") == n })
+	poll.Until(t, "every handler reads its body", func() bool { return goroutinesIn("httpapi.readGrowing") == n })
 	held := heapAlloc() - before
 	if got := s.sup.Snapshot().Messages; got != 1 {
 		t.Errorf("%d messages queued; want only the warm-up's", got)
@@ -66,7 +68,7 @@ func heldByStalledPosts(t *testing.T, n, declared int) int64 {
 	for _, c := range conns {
 		c.Close()
 	}
-	eventually(t, "every handler is done", func() bool { return goroutinesIn("httpapi.readGrowing") == 0 })
+	poll.Until(t, "every handler is done", func() bool { return goroutinesIn("httpapi.readGrowing") == 0 })
 	return held
 }
 

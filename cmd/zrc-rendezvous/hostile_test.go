@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload/tlstest"
+	"github.com/zrc-rendezvous/zrc-rendezvous/internal/poll"
 )
 
 // The hostile-input suite: raw bytes that no well-behaved client sends,
@@ -242,7 +243,7 @@ func TestProcessBodyClosedEarly(t *testing.T) {
 		}
 		io.WriteString(c, request)
 		c.Close()
-		waitFor(t, func() bool { return metricValue(t, metricsText(t, s), series) == float64(i+1) })
+		poll.Until(t, "the series counts the attempt", func() bool { return metricValue(t, metricsText(t, s), series) == float64(i+1) })
 	}
 	wantDelivered(t, s.url, hostileID, "before")
 }
@@ -273,7 +274,7 @@ func TestProcessSlowReader(t *testing.T) {
 	defer c.Close()
 	c.(*net.TCPConn).SetReadBuffer(4 << 10)
 	go c.Write(pipeline.Bytes()) // never read
-	waitFor(t, func() bool {
+	poll.Until(t, "a message is delivered", func() bool {
 		return metricValue(t, metricsText(t, s), "zrc_rendezvous_messages_delivered_total") > 0
 	})
 	for i := range 20 {
@@ -302,7 +303,7 @@ func TestProcessSlowReader(t *testing.T) {
 	delivered := func() float64 {
 		return metricValue(t, metricsText(t, s), "zrc_rendezvous_messages_delivered_total") - requeued() - 20
 	}
-	waitFor(t, func() bool {
+	poll.Until(t, "every mailbox is emptied", func() bool {
 		for m := range mailboxes {
 			for {
 				status, body := fetch(t, http.DefaultClient, s.url+"/v1/mailbox/"+fmt.Sprintf("%064x", m+1)+"?wait_ms=0")

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -16,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/zrc-rendezvous/zrc-rendezvous/internal/poll"
 )
 
 // binary is the server built once for the tests that run it as a real
@@ -189,7 +190,7 @@ func TestProcessShutdownWakesLongPolls(t *testing.T) {
 		resp.Body.Close()
 		got <- result{resp.StatusCode, resp.Header.Get("Retry-After"), string(b), 0}
 	}()
-	waitFor(t, func() bool { return strings.Contains(metricsText(t, s), "zrc_rendezvous_waiting_long_polls 1") })
+	poll.Until(t, "a long-poll waits", func() bool { return strings.Contains(metricsText(t, s), "zrc_rendezvous_waiting_long_polls 1") })
 	start := time.Now()
 	if code := s.stop(t); code != 0 {
 		t.Fatalf("exit status %d; want 0", code)
@@ -308,17 +309,6 @@ func metricsText(t *testing.T, s *server) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
-}
-
-// waitFor polls cond every 5 ms for up to 10 s.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatal(fmt.Errorf("condition not met within 10s"))
 }
 
 // The metrics listener has no authentication; its connections are capped

@@ -22,6 +22,7 @@ import (
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/client"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/guard"
+	"github.com/zrc-rendezvous/zrc-rendezvous/internal/poll"
 	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor"
 )
 
@@ -84,12 +85,7 @@ func newHarness(t *testing.T, mod func(*harnessConfig)) *harness {
 // waitParked returns once a GET waits in the engine.
 func (h *harness) waitParked(t *testing.T) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); h.sup.Snapshot().Waiting == 0; {
-		if time.Now().After(deadline) {
-			t.Fatal("no GET parked within 5s")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	poll.Until(t, "a GET is parked", func() bool { return h.sup.Snapshot().Waiting > 0 })
 }
 
 func guardDefaults() *guard.Options {

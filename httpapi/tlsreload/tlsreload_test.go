@@ -24,6 +24,7 @@ import (
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload/tlstest"
+	"github.com/zrc-rendezvous/zrc-rendezvous/internal/poll"
 )
 
 func TestLoad(t *testing.T) {
@@ -303,17 +304,7 @@ func gauge(t *testing.T, set *metrics.Set, name string) float64 {
 // handshake on the connection's goroutine, after the client saw it fail.
 func waitCounter(t *testing.T, set *metrics.Set, name string, want float64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got := gauge(t, set, name)
-		if got == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s = %v; want %v", name, got, want)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	poll.Until(t, fmt.Sprintf("%s = %v", name, want), func() bool { return gauge(t, set, name) == want })
 }
 
 // R8.6: connections that break HTTP/2 after its preface are counted and

@@ -1,0 +1,30 @@
+// Package poll is the tests' one way to wait for something another
+// goroutine or process does: poll a condition until it holds, instead of
+// sleeping for a guessed time. It sits at the module root's internal/ so
+// that the tests of every package may import it; it imports nothing of
+// ours (cmd/internal/layering), and only tests import it.
+package poll
+
+import (
+	"testing"
+	"time"
+)
+
+// Timeout is how long Until polls before it fails the test.
+const Timeout = 10 * time.Second
+
+// Until polls cond until it holds, and fails t, naming what it waited
+// for, if it does not within Timeout. It polls every 100 µs at first, for
+// a cheap condition soon met, and backs off to every 10 ms, for one that
+// scrapes a server. Under testing/synctest its sleeps advance the bubble's
+// clock.
+func Until(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(Timeout)
+	for pause := 100 * time.Microsecond; !cond(); pause = min(2*pause, 10*time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting until %s", Timeout, what)
+		}
+		time.Sleep(pause)
+	}
+}
