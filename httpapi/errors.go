@@ -25,8 +25,8 @@ var ErrShuttingDown = errors.New("server is shutting down")
 var ErrBadWaitMS = errors.New("wait_ms must be a string of ASCII digits")
 
 // Errors the handlers return besides the engine's own. writeError maps each
-// through errorTable to the catalogue's answer. errUnauthorized, errForbidden, errBlocked and
-// errRateLimited are package guard's (R4, R5).
+// through errorTable to the catalogue's answer. errUnauthorized,
+// errForbidden, errBlocked and errRateLimited are package guard's (R4, R5).
 var (
 	errEmptyMessage     = errors.New("message body is empty")
 	errMessageTooLarge  = errors.New("message body exceeds max_message_size")
