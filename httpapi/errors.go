@@ -79,7 +79,6 @@ var (
 	hvJSON        = []string{"application/json"}
 	hvOctetStream = []string{"application/octet-stream"}
 	hvNoStore     = []string{"no-store"}
-	hvOne         = []string{"1"}
 	hvZero        = []string{"0"}
 	hvClose       = []string{"close"}
 )

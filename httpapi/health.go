@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/apierr"
 )
 
 // health reports liveness and load (R6.1, R6.5, R6.6): 200 "healthy", or
@@ -22,14 +24,20 @@ func (a *api) health(w http.ResponseWriter, r *http.Request) error {
 	if a.conns != nil {
 		conns = a.conns.Open()
 	}
-	status, code := "healthy", http.StatusOK
+	// A 503 is the catalogue's overloaded or shutting_down: its code is
+	// the status, with its HTTP status and Retry-After.
+	status, code, retry := "healthy", http.StatusOK, []string(nil)
+	unhealthy := func(c apierr.Code) {
+		e := c.Entry()
+		status, code, retry = e.Error, e.Status, c.RetryAfterHeader()
+	}
 	switch {
 	case errors.Is(context.Cause(r.Context()), ErrShuttingDown):
-		status, code = "shutting_down", http.StatusServiceUnavailable
+		unhealthy(apierr.ShuttingDown)
 	// This request's own connection counts, so open connections reach
 	// the cap here exactly when the next connection would be refused.
 	case snap.Overloaded || a.conns != nil && conns >= a.conns.Max():
-		status, code = "overloaded", http.StatusServiceUnavailable
+		unhealthy(apierr.Overloaded)
 	}
 
 	epoch := a.mb.Epoch()
@@ -61,8 +69,8 @@ func (a *api) health(w http.ResponseWriter, r *http.Request) error {
 	h := w.Header()
 	h["Content-Type"] = hvJSON
 	h["Cache-Control"] = hvNoStore
-	if code != http.StatusOK {
-		h["Retry-After"] = hvOne
+	if retry != nil {
+		h["Retry-After"] = retry
 	}
 	w.WriteHeader(code)
 	_, _ = w.Write(b)

@@ -111,6 +111,10 @@ var bodies, retryHV = func() (b [NumCodes][]byte, hv [NumCodes][]string) {
 	return b, hv
 }()
 
+// RetryAfterHeader is c's Retry-After header value; nil: none. /health's
+// 503s send their answer's.
+func (c Code) RetryAfterHeader() []string { return retryHV[c] }
+
 // Body is c's JSON body: {"error":…,"message":…}.
 func (c Code) Body() []byte { return bodies[c] }
 
