@@ -93,6 +93,8 @@ type ConnLimit struct {
 
 // capRefusal is how one cap refuses: its answer, counter and log line.
 type capRefusal struct {
+	// response is the catalogue's answer (apierr.Refusal), whose
+	// Retry-After of 5 seconds apierr's connRetryAfter explains.
 	response []byte
 	rejected *metrics.Counter // nil: no metrics
 	log      *burstlog.Logger
