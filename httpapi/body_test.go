@@ -14,7 +14,7 @@ import (
 	"testing/iotest"
 	"time"
 
-	"github.com/zrc-rendezvous/zrc-rendezvous/internal/poll"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/polltest"
 )
 
 // rawAnswer is what the server wrote on a raw connection: its status line
@@ -111,12 +111,12 @@ func TestBodyEndsEarly(t *testing.T) {
 				}
 				wantError(t, got.result, got.status, tt.code)
 			}
-			poll.Until(t, "errors_total{code=\""+tt.code+"\"} is 1", func() bool { return s.errorsTotal(tt.code) == 1 })
+			polltest.Until(t, "errors_total{code=\""+tt.code+"\"} is 1", func() bool { return s.errorsTotal(tt.code) == 1 })
 			// The server ends the connection: what is left of the body is
 			// unreadable. (Only c stays counted once the client's own
 			// keep-alive connections are closed.)
 			s.client.CloseIdleConnections()
-			poll.Until(t, "the connection's slot is free", func() bool { return s.conns.Open() == 0 })
+			polltest.Until(t, "the connection's slot is free", func() bool { return s.conns.Open() == 0 })
 			wantMessage(t, s.get(id, "?wait_ms=0"), "before", seq0, 0)
 			wantNoContent(t, s.get(id, "?wait_ms=0"))
 		})

@@ -18,7 +18,7 @@ import (
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/guard"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload/tlstest"
-	"github.com/zrc-rendezvous/zrc-rendezvous/internal/poll"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/polltest"
 )
 
 // wantOverloadedConn checks the answer of a connection refused at the cap.
@@ -108,11 +108,11 @@ func TestConnLimit(t *testing.T) {
 	// Closing a connection frees its slot; the parked long-poll was never
 	// disturbed.
 	c2.Close()
-	poll.Until(t, "a slot is free", func() bool { return s.conns.Open() == 1 })
+	polltest.Until(t, "a slot is free", func() bool { return s.conns.Open() == 1 })
 	wantAccepted(t, s.post(rid("p"), "still here"), seq0, 0)
 	wantMessage(t, receive(t, parked), "still here", seq0, 0)
 	s.client.CloseIdleConnections()
-	poll.Until(t, "every slot is free", func() bool { return s.conns.Open() == 0 })
+	polltest.Until(t, "every slot is free", func() bool { return s.conns.Open() == 0 })
 	if r, hb := s.health(); r.status != 200 || hb.OpenConnections != 1 {
 		t.Errorf("/health under the cap: %d %+v; want 200 with 1 open connection", r.status, hb)
 	}
@@ -132,7 +132,7 @@ func TestConnLimit(t *testing.T) {
 func TestConnLimitRefusalsBounded(t *testing.T) {
 	s := newTestServer(t, func(c *config) { c.maxConns = 1 })
 	s.dial() // holds the one slot, before its first request
-	poll.Until(t, "the slot is taken", func() bool { return s.conns.Open() == 1 })
+	polltest.Until(t, "the slot is taken", func() bool { return s.conns.Open() == 1 })
 	s.conns.rejecting.Add(maxRejecting)
 	defer s.conns.rejecting.Add(-maxRejecting)
 	c := s.dial()
@@ -313,7 +313,7 @@ func TestConnLimitPerSource(t *testing.T) {
 
 	// A closed connection gives its source's slot back.
 	first.Close()
-	poll.Until(t, "the slot is back", func() bool { return l.Open() == 2 })
+	polltest.Until(t, "the slot is back", func() bool { return l.Open() == 2 })
 	again := dialFrom(t, "127.0.0.1", addr)
 	if st, _ := roundTrip(t, again, bufio.NewReader(again)); st != 200 {
 		t.Fatalf("after a close: %d; want 200", st)
@@ -349,7 +349,7 @@ func TestConnLimitPerSource(t *testing.T) {
 // waitIdle waits until n connections are on l's idle list.
 func waitIdle(t *testing.T, l *ConnLimit, n int) {
 	t.Helper()
-	poll.Until(t, fmt.Sprintf("%d idle connections", n), func() bool {
+	polltest.Until(t, fmt.Sprintf("%d idle connections", n), func() bool {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		k := 0

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zrc-rendezvous/zrc-rendezvous/internal/poll"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/polltest"
 )
 
 // Slow and stuck clients, over raw TCP, against the real server with its
@@ -90,7 +90,7 @@ func TestSlowHeadersCutOff(t *testing.T) {
 	if got != "" {
 		t.Errorf("server answered %q; want the connection closed without an answer", got)
 	}
-	poll.Until(t, "the connection's slot is free", func() bool { return s.conns.Open() == 0 })
+	polltest.Until(t, "the connection's slot is free", func() bool { return s.conns.Open() == 0 })
 }
 
 // TestUnfinishedBodyCutOff: a request whose body never ends is answered
@@ -136,7 +136,7 @@ func TestUnfinishedBodyCutOff(t *testing.T) {
 			}
 			body, _ := io.ReadAll(resp.Body)
 			wantError(t, result{status: resp.StatusCode, header: resp.Header, body: body}, tt.status, tt.code)
-			poll.Until(t, "the connection's slot is free", func() bool { return s.conns.Open() == 0 })
+			polltest.Until(t, "the connection's slot is free", func() bool { return s.conns.Open() == 0 })
 			wantNoContent(t, s.get(id, "?wait_ms=0"))
 		})
 	}
@@ -275,7 +275,7 @@ func TestUnroutedBodyCutOff(t *testing.T) {
 			io.WriteString(c, line+"\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab")
 			_, took := readUntilClosed(t, c, start)
 			wantCutOff(t, took)
-			poll.Until(t, "the connection's slot is free", func() bool { return s.conns.Open() == 0 })
+			polltest.Until(t, "the connection's slot is free", func() bool { return s.conns.Open() == 0 })
 		})
 	}
 }

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zrc-rendezvous/zrc-rendezvous/internal/poll"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/polltest"
 )
 
 // healthBody is /health's JSON, decoded strictly.
@@ -173,7 +173,7 @@ func TestHealthAtMaxMailboxes(t *testing.T) {
 		for _, d := range done {
 			receive(t, d)
 		}
-		poll.Until(t, "the long-polls' mailboxes turn reclaimable", func() bool { return s.sup.Snapshot().Busy == 0 })
+		polltest.Until(t, "the long-polls' mailboxes turn reclaimable", func() bool { return s.sup.Snapshot().Busy == 0 })
 		if r, hb := s.health(); r.status != 200 || hb.Status != "healthy" || hb.Mailboxes != max {
 			t.Errorf("health after the long-polls left = %d %+v; want 200 healthy with %d mailboxes", r.status, hb, max)
 		}

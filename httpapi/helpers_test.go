@@ -18,7 +18,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"go.uber.org/zap"
 
-	"github.com/zrc-rendezvous/zrc-rendezvous/internal/poll"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/polltest"
 	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor"
 )
 
@@ -239,7 +239,7 @@ func (s *testServer) goGet(ctx context.Context, id, query string) <-chan result 
 // sleeping for a guessed time.
 func (s *testServer) waitParked(n int64) {
 	s.t.Helper()
-	poll.Until(s.t, fmt.Sprintf("%d long-polls wait", n), func() bool { return s.sup.Snapshot().Waiting == n })
+	polltest.Until(s.t, fmt.Sprintf("%d long-polls wait", n), func() bool { return s.sup.Snapshot().Waiting == n })
 }
 
 func receive(t testing.TB, ch <-chan result) result {

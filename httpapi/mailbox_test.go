@@ -15,7 +15,7 @@ import (
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/apierr"
-	"github.com/zrc-rendezvous/zrc-rendezvous/internal/poll"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/polltest"
 )
 
 // TestPostGetSequence walks one server through posts and gets and checks
@@ -401,7 +401,7 @@ func answerGoroutines() int {
 // and it ends once idle for Options.AnswerIdle.
 func TestAnswerGoroutinesAreReusedThenEnd(t *testing.T) {
 	// Other tests' answer goroutines end within their AnswerIdle.
-	poll.Until(t, "earlier tests' answer goroutines to end", func() bool { return answerGoroutines() == 0 })
+	polltest.Until(t, "earlier tests' answer goroutines to end", func() bool { return answerGoroutines() == 0 })
 	s := newTestServer(t, func(c *config) { c.api.AnswerIdle = 100 * time.Millisecond })
 	id := rid("answerers")
 	for i := range 20 {
@@ -411,7 +411,7 @@ func TestAnswerGoroutinesAreReusedThenEnd(t *testing.T) {
 	if n := answerGoroutines(); n < 1 || n > 2 {
 		t.Fatalf("%d answer goroutines after 40 sequential requests; want 1 or 2, kept for reuse", n)
 	}
-	poll.Until(t, "the idle answer goroutines to end", func() bool { return answerGoroutines() == 0 })
+	polltest.Until(t, "the idle answer goroutines to end", func() bool { return answerGoroutines() == 0 })
 }
 
 // reuseAfterAnswer decorates the real engine: before the endpoint gets its

@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/zrc-rendezvous/zrc-rendezvous/internal/poll"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/polltest"
 )
 
 // TestStalledPostsHoldLittle (R1.4): a POST that declares a 64 KiB body
@@ -60,7 +60,7 @@ func heldByStalledPosts(t *testing.T, n, declared int) int64 {
 			t.Fatal(err)
 		}
 	}
-	poll.Until(t, "every handler reads its body", func() bool { return goroutinesIn("httpapi.readGrowing") == n })
+	polltest.Until(t, "every handler reads its body", func() bool { return goroutinesIn("httpapi.readGrowing") == n })
 	held := heapAlloc() - before
 	if got := s.sup.Snapshot().Messages; got != 1 {
 		t.Errorf("%d messages queued; want only the warm-up's", got)
@@ -68,7 +68,7 @@ func heldByStalledPosts(t *testing.T, n, declared int) int64 {
 	for _, c := range conns {
 		c.Close()
 	}
-	poll.Until(t, "every handler is done", func() bool { return goroutinesIn("httpapi.readGrowing") == 0 })
+	polltest.Until(t, "every handler is done", func() bool { return goroutinesIn("httpapi.readGrowing") == 0 })
 	return held
 }
 

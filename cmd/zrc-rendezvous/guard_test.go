@@ -21,7 +21,7 @@ import (
 	"github.com/zrc-rendezvous/zrc-rendezvous/conf"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/guard"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload/tlstest"
-	"github.com/zrc-rendezvous/zrc-rendezvous/internal/poll"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/polltest"
 )
 
 // watchFiles calls changed once per poll that sees a file change, appear
@@ -135,11 +135,11 @@ func TestProcessReloadRotatesTokensUnderLongPoll(t *testing.T) {
 		resp.Body.Close()
 		got <- fmt.Sprintf("%d %s", resp.StatusCode, b)
 	}()
-	poll.Until(t, "a long-poll waits", func() bool { return strings.Contains(metricsText(t, s), "zrc_rendezvous_waiting_long_polls 1") })
+	polltest.Until(t, "a long-poll waits", func() bool { return strings.Contains(metricsText(t, s), "zrc_rendezvous_waiting_long_polls 1") })
 
 	os.WriteFile(file, []byte("auth_mode = \"server_wide\"\nauth_tokens = [\"new-token\"]\n"), 0o600)
 	s.cmd.Process.Signal(syscall.SIGHUP)
-	poll.Until(t, "the abuse controls are reloaded", func() bool { return strings.Contains(s.log(), `"msg":"abuse controls reloaded"`) })
+	polltest.Until(t, "the abuse controls are reloaded", func() bool { return strings.Contains(s.log(), `"msg":"abuse controls reloaded"`) })
 	if resp := do("POST", "old-token", "", strings.NewReader("x")); resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("old token after the reload: %d; want 403", resp.StatusCode)
 	}

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload/tlstest"
-	"github.com/zrc-rendezvous/zrc-rendezvous/internal/poll"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/polltest"
 )
 
 // The hostile-input suite: raw bytes that no well-behaved client sends,
@@ -243,7 +243,7 @@ func TestProcessBodyClosedEarly(t *testing.T) {
 		}
 		io.WriteString(c, request)
 		c.Close()
-		poll.Until(t, "the series counts the attempt", func() bool { return metricValue(t, metricsText(t, s), series) == float64(i+1) })
+		polltest.Until(t, "the series counts the attempt", func() bool { return metricValue(t, metricsText(t, s), series) == float64(i+1) })
 	}
 	wantDelivered(t, s.url, hostileID, "before")
 }
@@ -274,7 +274,7 @@ func TestProcessSlowReader(t *testing.T) {
 	defer c.Close()
 	c.(*net.TCPConn).SetReadBuffer(4 << 10)
 	go c.Write(pipeline.Bytes()) // never read
-	poll.Until(t, "a message is delivered", func() bool {
+	polltest.Until(t, "a message is delivered", func() bool {
 		return metricValue(t, metricsText(t, s), "zrc_rendezvous_messages_delivered_total") > 0
 	})
 	for i := range 20 {
@@ -303,7 +303,7 @@ func TestProcessSlowReader(t *testing.T) {
 	delivered := func() float64 {
 		return metricValue(t, metricsText(t, s), "zrc_rendezvous_messages_delivered_total") - requeued() - 20
 	}
-	poll.Until(t, "every mailbox is emptied", func() bool {
+	polltest.Until(t, "every mailbox is emptied", func() bool {
 		for m := range mailboxes {
 			for {
 				status, body := fetch(t, http.DefaultClient, s.url+"/v1/mailbox/"+fmt.Sprintf("%064x", m+1)+"?wait_ms=0")

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zrc-rendezvous/zrc-rendezvous/internal/poll"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/polltest"
 )
 
 // binary is the server built once for the tests that run it as a real
@@ -190,7 +190,7 @@ func TestProcessShutdownWakesLongPolls(t *testing.T) {
 		resp.Body.Close()
 		got <- result{resp.StatusCode, resp.Header.Get("Retry-After"), string(b), 0}
 	}()
-	poll.Until(t, "a long-poll waits", func() bool { return strings.Contains(metricsText(t, s), "zrc_rendezvous_waiting_long_polls 1") })
+	polltest.Until(t, "a long-poll waits", func() bool { return strings.Contains(metricsText(t, s), "zrc_rendezvous_waiting_long_polls 1") })
 	start := time.Now()
 	if code := s.stop(t); code != 0 {
 		t.Fatalf("exit status %d; want 0", code)

@@ -17,7 +17,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/conf"
-	"github.com/zrc-rendezvous/zrc-rendezvous/internal/poll"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/polltest"
 )
 
 // newTestReloader loads file as the config and returns a reloader whose one
@@ -156,7 +156,7 @@ func TestProcessReloadRefusesAuthModeChange(t *testing.T) {
 	os.WriteFile(file, []byte("auth_mode = \"server_wide\"\nauth_tokens = [\"t1\"]\n"), 0o600)
 	s.cmd.Process.Signal(syscall.SIGHUP)
 	// The watcher refuses the changed file a second time.
-	poll.Until(t, "both reloads are refused", func() bool {
+	polltest.Until(t, "both reloads are refused", func() bool {
 		return strings.Count(s.log(), `"msg":"reload refused; keeping the running config","trigger":`) == 2
 	})
 	if !strings.Contains(s.log(), `"level":"error"`) || !strings.Contains(s.log(), `"key":"auth_mode","source":"file `+file+`"`) {

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zrc-rendezvous/zrc-rendezvous/internal/poll"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/polltest"
 )
 
 // residentBytes reads VmRSS of a process from /proc.
@@ -97,7 +97,7 @@ func steadyLoad(t *testing.T, s *server, mailboxes, rate, size int, d time.Durat
 		// The baseline has no metrics: give the polls time to park.
 		time.Sleep(time.Second)
 	} else {
-		poll.Until(t, "every long-poll waits", func() bool {
+		polltest.Until(t, "every long-poll waits", func() bool {
 			return strings.Contains(metricsText(t, s), fmt.Sprintf("zrc_rendezvous_waiting_long_polls %d\n", mailboxes))
 		})
 	}
@@ -184,7 +184,7 @@ func startBaseline(t *testing.T, env []string) *server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.cmd.Process.Kill(); s.cmd.Wait() })
-	poll.Until(t, "/health answers", func() bool {
+	polltest.Until(t, "/health answers", func() bool {
 		resp, err := http.Get(s.url + "/health")
 		if err == nil {
 			resp.Body.Close()
@@ -347,7 +347,7 @@ func TestProcessStackFootprintAfterAnswers(t *testing.T) {
 			time.Sleep(20 * time.Millisecond) // spare the accept queue
 		}
 	}
-	poll.Until(t, "every long-poll waits", func() bool {
+	polltest.Until(t, "every long-poll waits", func() bool {
 		return strings.Contains(metricsText(t, s), fmt.Sprintf("zrc_rendezvous_waiting_long_polls %d\n", polls))
 	})
 	if got := answered.Load(); got != polls {
@@ -413,7 +413,7 @@ func parkPolls(t *testing.T, s *server, n int) (cancel func()) {
 	if s.baseline {
 		time.Sleep(time.Second + time.Duration(n)*50*time.Microsecond)
 	} else {
-		poll.Until(t, "every long-poll waits", func() bool {
+		polltest.Until(t, "every long-poll waits", func() bool {
 			return strings.Contains(metricsText(t, s), fmt.Sprintf("zrc_rendezvous_waiting_long_polls %d\n", n))
 		})
 	}

@@ -24,7 +24,7 @@ import (
 	"github.com/zrc-rendezvous/zrc-rendezvous/conf"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload/tlstest"
-	"github.com/zrc-rendezvous/zrc-rendezvous/internal/poll"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/polltest"
 )
 
 // httpsClient trusts roots and speaks HTTP/2; each has its own connections.
@@ -88,14 +88,14 @@ func TestProcessTLSReload(t *testing.T) {
 		resp.Body.Close()
 		parked <- answer{resp.StatusCode, string(body), resp.Proto, resp.TLS.PeerCertificates[0]}
 	}()
-	poll.Until(t, "a long-poll waits", func() bool {
+	polltest.Until(t, "a long-poll waits", func() bool {
 		return strings.Contains(metricsTextTLS(t, old, base), "zrc_rendezvous_waiting_long_polls 1\n")
 	})
 
 	copyFile(t, b.CertPath, a.CertPath)
 	copyFile(t, b.KeyPath, a.KeyPath)
 	s.cmd.Process.Signal(syscall.SIGHUP)
-	poll.Until(t, "the certificate is reloaded", func() bool { return strings.Contains(s.log(), `"msg":"TLS certificate reloaded"`) })
+	polltest.Until(t, "the certificate is reloaded", func() bool { return strings.Contains(s.log(), `"msg":"TLS certificate reloaded"`) })
 
 	resp, err := httpsClient(a, b).Post(base+"/v1/mailbox/"+rid, "", strings.NewReader("after the swap"))
 	if err != nil {
@@ -117,7 +117,7 @@ func TestProcessTLSReload(t *testing.T) {
 
 	os.WriteFile(a.CertPath, []byte("not a certificate"), 0o600)
 	s.cmd.Process.Signal(syscall.SIGHUP)
-	poll.Until(t, "the failed load is logged", func() bool { return strings.Contains(s.log(), `"msg":"`+pairNotLoaded+`"`) })
+	polltest.Until(t, "the failed load is logged", func() bool { return strings.Contains(s.log(), `"msg":"`+pairNotLoaded+`"`) })
 	if !strings.Contains(s.log(), "tls_cert_path "+a.CertPath) {
 		t.Errorf("the failure does not name the pair:\n%s", s.log())
 	}
@@ -292,7 +292,7 @@ func TestProcessBrokenTLSPairDoesNotHoldBackTokens(t *testing.T) {
 	config(`"keep-token"`)
 	s.cmd.Process.Signal(syscall.SIGHUP)
 	// The changed config file is reloaded a second time by the watcher.
-	poll.Until(t, "the reload is logged", func() bool {
+	polltest.Until(t, "the reload is logged", func() bool {
 		l := s.log()
 		return strings.Contains(l, `"msg":"reloaded config","trigger":"SIGHUP"`) &&
 			strings.Contains(l, `"msg":"reloaded config","trigger":"file changed"`)
@@ -318,7 +318,7 @@ func TestProcessBrokenTLSPairDoesNotHoldBackTokens(t *testing.T) {
 	// The watcher retries the pair at its next tick; no SIGHUP.
 	copyFile(t, b.KeyPath, a.KeyPath)
 	copyFile(t, b.CertPath, a.CertPath)
-	poll.Until(t, "the new certificate is served", func() bool { _, c := get("/health"); return c.Equal(b.Cert) })
+	polltest.Until(t, "the new certificate is served", func() bool { _, c := get("/health"); return c.Equal(b.Cert) })
 	logs := s.log()
 	// One per reload; the retries at every tick in between, and while
 	// the key was new and the certificate not yet (the same failure: no

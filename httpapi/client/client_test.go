@@ -22,7 +22,7 @@ import (
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/client"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/guard"
-	"github.com/zrc-rendezvous/zrc-rendezvous/internal/poll"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/polltest"
 	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor"
 )
 
@@ -85,7 +85,7 @@ func newHarness(t *testing.T, mod func(*harnessConfig)) *harness {
 // waitParked returns once a GET waits in the engine.
 func (h *harness) waitParked(t *testing.T) {
 	t.Helper()
-	poll.Until(t, "a GET is parked", func() bool { return h.sup.Snapshot().Waiting > 0 })
+	polltest.Until(t, "a GET is parked", func() bool { return h.sup.Snapshot().Waiting > 0 })
 }
 
 func guardDefaults() *guard.Options {

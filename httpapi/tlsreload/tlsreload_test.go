@@ -24,7 +24,7 @@ import (
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload/tlstest"
-	"github.com/zrc-rendezvous/zrc-rendezvous/internal/poll"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/polltest"
 )
 
 func TestLoad(t *testing.T) {
@@ -304,7 +304,7 @@ func gauge(t *testing.T, set *metrics.Set, name string) float64 {
 // handshake on the connection's goroutine, after the client saw it fail.
 func waitCounter(t *testing.T, set *metrics.Set, name string, want float64) {
 	t.Helper()
-	poll.Until(t, fmt.Sprintf("%s = %v", name, want), func() bool { return gauge(t, set, name) == want })
+	polltest.Until(t, fmt.Sprintf("%s = %v", name, want), func() bool { return gauge(t, set, name) == want })
 }
 
 // R8.6: connections that break HTTP/2 after its preface are counted and

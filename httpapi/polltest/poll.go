@@ -1,9 +1,9 @@
-// Package poll is the tests' one way to wait for something another
+// Package polltest is the tests' one way to wait for something another
 // goroutine or process does: poll a condition until it holds, instead of
-// sleeping for a guessed time. It sits at the module root's internal/ so
-// that the tests of every package may import it; it imports nothing of
-// ours (cmd/internal/layering), and only tests import it.
-package poll
+// sleeping for a guessed time. Like tlsreload/tlstest it is a test-support
+// package under httpapi, whose tests and cmd's use it; it imports nothing
+// of ours, and only tests import it.
+package polltest
 
 import (
 	"testing"
