@@ -20,16 +20,20 @@ func (c Config) TOML() []byte {
 		c.AuthTokens[i] = redacted
 	}
 	c.RedisURL = redactURL(c.RedisURL)
-	// go-toml writes struct fields in declaration order, which is the spec
-	// order; nil lists would be left out, so make them empty.
-	for _, p := range []*[]string{&c.IPAllowlist, &c.IPBlocklist, &c.TrustedProxies} {
-		if *p == nil {
-			*p = []string{}
+	// One key at a time, in spec order; nil lists would be left out, so
+	// they are written empty.
+	var b []byte
+	for i := range fields {
+		f := &fields[i]
+		v := f.get(&c)
+		if l, ok := v.([]string); ok && l == nil {
+			v = []string{}
 		}
-	}
-	b, err := gotoml.Marshal(c)
-	if err != nil {
-		panic("BUG: conf: marshalling Config as TOML: " + err.Error())
+		line, err := gotoml.Marshal(map[string]any{f.key: v})
+		if err != nil {
+			panic("BUG: conf: marshalling " + f.key + " as TOML: " + err.Error())
+		}
+		b = append(b, line...)
 	}
 	return b
 }

@@ -29,6 +29,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
+	"github.com/zrc-rendezvous/zrc-rendezvous/conf/rules"
 )
 
 // Kind is what a mailbox request does; each kind has its own bucket.
@@ -203,7 +204,7 @@ func newState(o Options) (*state, error) {
 	if o.MaxSources < 1 {
 		bad("max sources must be at least 1, got %d", o.MaxSources)
 	}
-	if o.MaxWaitingPerSource < 1 || o.MaxWaitingPerSource > 1<<30 {
+	if o.MaxWaitingPerSource < 1 || o.MaxWaitingPerSource > rules.MaxWaitingPerSource {
 		bad("max waiting per source must be 1 to 2^30, got %d", o.MaxWaitingPerSource)
 	}
 	st := &state{window: o.Window, v6bits: o.IPv6Prefix, maxSources: o.MaxSources,
