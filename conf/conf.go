@@ -223,7 +223,7 @@ var fields = []field{
 	{key: "rate_limit_posts_per_minute", kind: kindInt, def: 60, reload: Live, min: 1, help: "POST tokens per window per source"},
 	{key: "rate_limit_gets_per_minute", kind: kindInt, def: 120, reload: Live, min: 1, help: "GET tokens per window per source"},
 	{key: "rate_limit_window_seconds", kind: kindInt, def: 60, reload: Live, min: 1, max: maxSeconds, help: "rate limit refill window in seconds"},
-	{key: "rate_limit_ipv6_prefix", kind: kindInt, def: 64, reload: Live, min: 1, max: 128, help: "bits of an IPv6 source that name it"},
+	{key: "rate_limit_ipv6_prefix", kind: kindInt, def: 64, reload: Live, min: 1, max: rules.MaxIPv6Prefix, help: "bits of an IPv6 source that name it"},
 	{key: "rate_limit_max_sources", kind: kindInt, def: 100000, reload: Live, min: 1, help: "tracked rate limit sources"},
 	{key: "ip_allowlist", kind: kindList, def: []string{}, reload: Live, allowed: rules.PrefixAllowed, help: "IPs and CIDRs exempt from rate limits"},
 	{key: "ip_blocklist", kind: kindList, def: []string{}, reload: Live, allowed: rules.PrefixAllowed, help: "IPs and CIDRs answered 403 blocked"},

@@ -45,7 +45,3 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 	}
 	return p.Masked(), nil
 }
-
-// MaxWaitingPerSource is the largest max_waiting_per_source the guard can
-// count (its counters are 32-bit).
-const MaxWaitingPerSource = 1 << 30

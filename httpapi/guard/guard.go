@@ -198,7 +198,7 @@ func newState(o Options) (*state, error) {
 	if o.Window < time.Second {
 		bad("rate limit window must be at least 1s, got %v", o.Window)
 	}
-	if o.IPv6Prefix < 1 || o.IPv6Prefix > 128 {
+	if o.IPv6Prefix < 1 || o.IPv6Prefix > rules.MaxIPv6Prefix {
 		bad("IPv6 prefix must be 1 to 128 bits, got %d", o.IPv6Prefix)
 	}
 	if o.MaxSources < 1 {
