@@ -7,8 +7,8 @@
 // Config struct, so a wrong value is reported with its key, its source and
 // what is allowed instead of being coerced (R7.7).
 //
-// conf imports no package of this module but authtoken, the token rule it
-// shares with the guard; cmd turns a Config into each package's own
+// conf imports no package of this module but rules, the token, IP list
+// and limit rules it shares with the guard; cmd turns a Config into each package's own
 // options.
 package conf
 
@@ -16,113 +16,89 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
-	"github.com/zrc-rendezvous/zrc-rendezvous/conf/authtoken"
+	"github.com/zrc-rendezvous/zrc-rendezvous/conf/rules"
 )
 
 // Config is the effective server configuration. Field order is the spec
 // order of the keys (SPEC.md "Configuration (R7)"); the koanf tag is the
 // key name used in the file, and (upper-cased, prefixed ZRC_) in the
-// environment.
+// environment; everything else about a key is in its fields entry.
 type Config struct {
-	ListenAddr string `koanf:"listen_addr" toml:"listen_addr"`
-	ListenPort int    `koanf:"listen_port" toml:"listen_port"`
+	ListenAddr string `koanf:"listen_addr"`
+	ListenPort int    `koanf:"listen_port"`
 
-	MetricsEnabled bool   `koanf:"metrics_enabled" toml:"metrics_enabled"`
-	MetricsListen  string `koanf:"metrics_listen" toml:"metrics_listen"`
+	MetricsEnabled bool   `koanf:"metrics_enabled"`
+	MetricsListen  string `koanf:"metrics_listen"`
 
-	MaxMessageSize int64 `koanf:"max_message_size" toml:"max_message_size"`
-	MaxQueueLength int   `koanf:"max_queue_length" toml:"max_queue_length"`
+	MaxMessageSize int64 `koanf:"max_message_size"`
+	MaxQueueLength int   `koanf:"max_queue_length"`
 
-	MessageTTLSeconds         int `koanf:"message_ttl_seconds" toml:"message_ttl_seconds"`
-	EvictionIntervalSeconds   int `koanf:"eviction_interval_seconds" toml:"eviction_interval_seconds"`
-	IdleMailboxTimeoutSeconds int `koanf:"idle_mailbox_timeout_seconds" toml:"idle_mailbox_timeout_seconds"`
+	MessageTTLSeconds         int `koanf:"message_ttl_seconds"`
+	EvictionIntervalSeconds   int `koanf:"eviction_interval_seconds"`
+	IdleMailboxTimeoutSeconds int `koanf:"idle_mailbox_timeout_seconds"`
 
-	MaxMailboxes  int `koanf:"max_mailboxes" toml:"max_mailboxes"`
-	MemoryLimitMB int `koanf:"memory_limit_mb" toml:"memory_limit_mb"`
+	MaxMailboxes  int `koanf:"max_mailboxes"`
+	MemoryLimitMB int `koanf:"memory_limit_mb"`
 
-	LongPollDefaultMS int `koanf:"long_poll_default_ms" toml:"long_poll_default_ms"`
-	LongPollMaxMS     int `koanf:"long_poll_max_ms" toml:"long_poll_max_ms"`
+	LongPollDefaultMS int `koanf:"long_poll_default_ms"`
+	LongPollMaxMS     int `koanf:"long_poll_max_ms"`
 
-	RateLimitPostsPerMinute int `koanf:"rate_limit_posts_per_minute" toml:"rate_limit_posts_per_minute"`
-	RateLimitGetsPerMinute  int `koanf:"rate_limit_gets_per_minute" toml:"rate_limit_gets_per_minute"`
-	RateLimitWindowSeconds  int `koanf:"rate_limit_window_seconds" toml:"rate_limit_window_seconds"`
-	RateLimitIPv6Prefix     int `koanf:"rate_limit_ipv6_prefix" toml:"rate_limit_ipv6_prefix"`
-	RateLimitMaxSources     int `koanf:"rate_limit_max_sources" toml:"rate_limit_max_sources"`
+	RateLimitPostsPerMinute int `koanf:"rate_limit_posts_per_minute"`
+	RateLimitGetsPerMinute  int `koanf:"rate_limit_gets_per_minute"`
+	RateLimitWindowSeconds  int `koanf:"rate_limit_window_seconds"`
+	RateLimitIPv6Prefix     int `koanf:"rate_limit_ipv6_prefix"`
+	RateLimitMaxSources     int `koanf:"rate_limit_max_sources"`
 
-	IPAllowlist    []string `koanf:"ip_allowlist" toml:"ip_allowlist"`
-	IPBlocklist    []string `koanf:"ip_blocklist" toml:"ip_blocklist"`
-	TrustedProxies []string `koanf:"trusted_proxies" toml:"trusted_proxies"`
+	IPAllowlist    []string `koanf:"ip_allowlist"`
+	IPBlocklist    []string `koanf:"ip_blocklist"`
+	TrustedProxies []string `koanf:"trusted_proxies"`
 
-	AuthMode          string   `koanf:"auth_mode" toml:"auth_mode"`
-	AuthTokens        []string `koanf:"auth_tokens" toml:"auth_tokens"`
-	MailboxTokensFile string   `koanf:"mailbox_tokens_file" toml:"mailbox_tokens_file"`
+	AuthMode          string   `koanf:"auth_mode"`
+	AuthTokens        []string `koanf:"auth_tokens"`
+	MailboxTokensFile string   `koanf:"mailbox_tokens_file"`
 
-	TLSCertPath string `koanf:"tls_cert_path" toml:"tls_cert_path"`
-	TLSKeyPath  string `koanf:"tls_key_path" toml:"tls_key_path"`
+	TLSCertPath string `koanf:"tls_cert_path"`
+	TLSKeyPath  string `koanf:"tls_key_path"`
 
-	MaxConnections      int `koanf:"max_connections" toml:"max_connections"`
-	MaxWaitingPerSource int `koanf:"max_waiting_per_source" toml:"max_waiting_per_source"`
+	MaxConnections      int `koanf:"max_connections"`
+	MaxWaitingPerSource int `koanf:"max_waiting_per_source"`
 
-	ShutdownTimeoutSeconds int `koanf:"shutdown_timeout_seconds" toml:"shutdown_timeout_seconds"`
+	ShutdownTimeoutSeconds int `koanf:"shutdown_timeout_seconds"`
 
-	StateFile string `koanf:"state_file" toml:"state_file"`
+	StateFile string `koanf:"state_file"`
 
-	MaxConnectionsPerSource int `koanf:"max_connections_per_source" toml:"max_connections_per_source"`
+	MaxConnectionsPerSource int `koanf:"max_connections_per_source"`
 
-	Store    string `koanf:"store" toml:"store"`
-	RedisURL string `koanf:"redis_url" toml:"redis_url"`
+	Store    string `koanf:"store"`
+	RedisURL string `koanf:"redis_url"`
 
-	RuntimeMemoryLimitMB int `koanf:"runtime_memory_limit_mb" toml:"runtime_memory_limit_mb"`
+	RuntimeMemoryLimitMB int `koanf:"runtime_memory_limit_mb"`
 
-	LogLevel  string `koanf:"log_level" toml:"log_level"`
-	LogFormat string `koanf:"log_format" toml:"log_format"`
+	LogLevel  string `koanf:"log_level"`
+	LogFormat string `koanf:"log_format"`
 }
 
-// Defaults returns the built-in defaults of the spec's key table. List
-// fields are empty, non-nil slices, so a Config read back from any layer
-// compares equal with reflect.DeepEqual. Each call returns fresh slices.
+// Defaults returns the built-in defaults of the spec's key table, as the
+// fields table holds them. List fields are empty, non-nil slices, so a
+// Config read back from any layer compares equal with reflect.DeepEqual.
+// Each call returns fresh slices.
 func Defaults() Config {
-	return Config{
-		ListenAddr:                "0.0.0.0",
-		ListenPort:                8080,
-		MetricsEnabled:            true,
-		MetricsListen:             "",
-		MaxMessageSize:            65536,
-		MaxQueueLength:            100,
-		MessageTTLSeconds:         300,
-		EvictionIntervalSeconds:   30,
-		IdleMailboxTimeoutSeconds: 3600,
-		MaxMailboxes:              10000,
-		MemoryLimitMB:             64,
-		LongPollDefaultMS:         30000,
-		LongPollMaxMS:             60000,
-		RateLimitPostsPerMinute:   60,
-		RateLimitGetsPerMinute:    120,
-		RateLimitWindowSeconds:    60,
-		RateLimitIPv6Prefix:       64,
-		RateLimitMaxSources:       100000,
-		IPAllowlist:               []string{},
-		IPBlocklist:               []string{},
-		TrustedProxies:            []string{},
-		AuthMode:                  "disabled",
-		AuthTokens:                []string{},
-		MailboxTokensFile:         "",
-		TLSCertPath:               "",
-		TLSKeyPath:                "",
-		MaxConnections:            10000,
-		MaxWaitingPerSource:       100,
-		ShutdownTimeoutSeconds:    30,
-		StateFile:                 "",
-		MaxConnectionsPerSource:   256,
-		Store:                     "memory",
-		RedisURL:                  "",
-		RuntimeMemoryLimitMB:      0,
-		LogLevel:                  "info",
-		LogFormat:                 "json",
+	var c Config
+	v := reflect.ValueOf(&c).Elem()
+	for i := range fields {
+		f := &fields[i]
+		def := reflect.ValueOf(f.def)
+		if f.kind == kindList {
+			def = reflect.ValueOf(slices.Clone(f.def.([]string)))
+		}
+		v.Field(f.index).Set(def)
 	}
+	return c
 }
 
 // MessageTTL is message_ttl_seconds as a duration (R3.1).
@@ -182,11 +158,37 @@ const (
 	maxMiB     = math.MaxInt64 >> 20
 )
 
-// field describes one config key: how its values are converted, what is
-// allowed, and its --help line.
+// ReloadRule says what a live reload (R5.6) does with a changed key.
+type ReloadRule uint8
+
+const (
+	// Restart: the change needs a restart; a reload ignores it, logs that
+	// it does, and applies the rest.
+	Restart ReloadRule = iota
+	// Live: a reload applies the change.
+	Live
+	// Refuse: the change needs a restart, and a reload that holds it is
+	// refused as a whole. Ignoring it would leave the server serving under
+	// other rules than the file shows: an operator who turns auth_mode on
+	// and reloads must not go on believing the mailboxes are protected;
+	// one who turns it off must not believe they are open. The other
+	// restart-only keys change capacity, addresses or files, whose old
+	// values keep the server no less safe; refusing their reload would
+	// also hold back token revocations made in the same edit.
+	Refuse
+)
+
+// field describes one config key: its default, how its values are
+// converted, what is allowed, whether a reload applies it, and its --help
+// line. Defaults, --help, --check-config, validation, the reload and the
+// test of docs/configuration.md all read it from here.
 type field struct {
 	key  string
 	kind kind
+	// def is the built-in default, of the Config field's Go type.
+	def any
+	// reload is what a live reload does with a change of the key.
+	reload ReloadRule
 	// min and max bound integer keys; validate checks them. max 0 means
 	// "no bound but the integer type's".
 	min, max int64
@@ -205,45 +207,43 @@ type field struct {
 // fields lists every key in spec order. Adding a key means adding a Config
 // field and a line here; TestFieldsMatchConfig keeps the two in step.
 var fields = []field{
-	{key: "listen_addr", kind: kindString, help: "bind address"},
-	{key: "listen_port", kind: kindInt, min: 0, max: 65535, help: "bind port; 0 picks a free port"},
-	{key: "metrics_enabled", kind: kindBool, help: "serve /metrics at all"},
-	{key: "metrics_listen", kind: kindString, allowed: `must be "" or host:port (e.g. 127.0.0.1:9090)`, help: `separate host:port for /metrics ("" = main listener)`},
-	{key: "max_message_size", kind: kindInt64, min: 1, allowed: "must be an integer from 1 to memory_limit_mb MiB", help: "bytes per message"},
-	{key: "max_queue_length", kind: kindInt, min: 1, help: "messages per mailbox"},
-	{key: "message_ttl_seconds", kind: kindInt, min: 1, max: maxSeconds, help: "message lifetime in seconds"},
-	{key: "eviction_interval_seconds", kind: kindInt, min: 1, max: maxSeconds, help: "sweep period in seconds"},
-	{key: "idle_mailbox_timeout_seconds", kind: kindInt, min: 1, max: maxSeconds, help: "empty idle mailbox lifetime in seconds"},
-	{key: "max_mailboxes", kind: kindInt, min: 1, help: "live mailboxes"},
-	{key: "memory_limit_mb", kind: kindInt, min: 1, max: maxMiB, help: "queued bytes, all mailboxes, in MiB"},
-	{key: "long_poll_default_ms", kind: kindInt, min: 0, allowed: "must be an integer from 0 to long_poll_max_ms", help: "wait when wait_ms is absent, in ms (at most long_poll_max_ms)"},
-	{key: "long_poll_max_ms", kind: kindInt, min: 0, max: maxMillis, help: "clamp for wait_ms, in ms"},
-	{key: "rate_limit_posts_per_minute", kind: kindInt, min: 1, help: "POST tokens per window per source"},
-	{key: "rate_limit_gets_per_minute", kind: kindInt, min: 1, help: "GET tokens per window per source"},
-	{key: "rate_limit_window_seconds", kind: kindInt, min: 1, max: maxSeconds, help: "rate limit refill window in seconds"},
-	{key: "rate_limit_ipv6_prefix", kind: kindInt, min: 1, max: 128, help: "bits of an IPv6 source that name it"},
-	{key: "rate_limit_max_sources", kind: kindInt, min: 1, help: "tracked rate limit sources"},
-	{key: "ip_allowlist", kind: kindList, allowed: ipListAllowed, help: "IPs and CIDRs exempt from rate limits"},
-	{key: "ip_blocklist", kind: kindList, allowed: ipListAllowed, help: "IPs and CIDRs answered 403 blocked"},
-	{key: "trusted_proxies", kind: kindList, allowed: ipListAllowed, help: "IPs and CIDRs whose X-Forwarded-For is believed"},
-	{key: "auth_mode", kind: kindString, oneOf: []string{"disabled", "server_wide", "per_mailbox", "signature"}, help: "authentication mode"},
-	{key: "auth_tokens", kind: kindList, secret: true, allowed: "must be a list of tokens, each " + authtoken.Allowed, help: "server tokens, plain or sha256:<hex>"},
-	{key: "mailbox_tokens_file", kind: kindString, help: "per_mailbox token file (TOML)"},
-	{key: "tls_cert_path", kind: kindString, help: "TLS certificate PEM file; set with tls_key_path or not at all"},
-	{key: "tls_key_path", kind: kindString, help: "TLS key PEM file; set with tls_cert_path or not at all"},
-	{key: "max_connections", kind: kindInt, min: 1, help: "open connections; beyond: 503"},
-	{key: "max_waiting_per_source", kind: kindInt, min: 1, help: "concurrent long-polls per source; beyond: 429"},
-	{key: "shutdown_timeout_seconds", kind: kindInt, min: 0, max: MaxShutdownTimeoutSeconds, help: "drain limit in seconds"},
-	{key: "state_file", kind: kindString, help: "where queued messages survive a planned restart"},
-	{key: "max_connections_per_source", kind: kindInt, min: 1, help: "open connections from one source; beyond: 503"},
-	{key: "store", kind: kindString, oneOf: []string{"memory", "redis"}, allowed: storeAllowed, help: "message store"},
-	{key: "redis_url", kind: kindString, secret: true, allowed: "must be a redis:// or rediss:// URL with a host (e.g. redis://127.0.0.1:6379/0)", help: "redis store URL, e.g. redis://127.0.0.1:6379/0"},
-	{key: "runtime_memory_limit_mb", kind: kindInt, min: 0, max: maxMiB, help: "Go soft memory limit in MiB; 0 = automatic"},
-	{key: "log_level", kind: kindString, oneOf: []string{"debug", "info", "warn", "error"}, help: "log level"},
-	{key: "log_format", kind: kindString, oneOf: []string{"json", "console"}, help: "log format"},
+	{key: "listen_addr", kind: kindString, def: "0.0.0.0", help: "bind address"},
+	{key: "listen_port", kind: kindInt, def: 8080, min: 0, max: 65535, help: "bind port; 0 picks a free port"},
+	{key: "metrics_enabled", kind: kindBool, def: true, help: "serve /metrics at all"},
+	{key: "metrics_listen", kind: kindString, def: "", allowed: `must be "" or host:port (e.g. 127.0.0.1:9090)`, help: `separate host:port for /metrics ("" = main listener)`},
+	{key: "max_message_size", kind: kindInt64, def: int64(65536), min: 1, allowed: "must be an integer from 1 to memory_limit_mb MiB", help: "bytes per message"},
+	{key: "max_queue_length", kind: kindInt, def: 100, min: 1, help: "messages per mailbox"},
+	{key: "message_ttl_seconds", kind: kindInt, def: 300, min: 1, max: maxSeconds, help: "message lifetime in seconds"},
+	{key: "eviction_interval_seconds", kind: kindInt, def: 30, min: 1, max: maxSeconds, help: "sweep period in seconds"},
+	{key: "idle_mailbox_timeout_seconds", kind: kindInt, def: 3600, min: 1, max: maxSeconds, help: "empty idle mailbox lifetime in seconds"},
+	{key: "max_mailboxes", kind: kindInt, def: 10000, min: 1, help: "live mailboxes"},
+	{key: "memory_limit_mb", kind: kindInt, def: 64, min: 1, max: maxMiB, help: "queued bytes, all mailboxes, in MiB"},
+	{key: "long_poll_default_ms", kind: kindInt, def: 30000, min: 0, allowed: "must be an integer from 0 to long_poll_max_ms", help: "wait when wait_ms is absent, in ms (at most long_poll_max_ms)"},
+	{key: "long_poll_max_ms", kind: kindInt, def: 60000, min: 0, max: maxMillis, help: "clamp for wait_ms, in ms"},
+	{key: "rate_limit_posts_per_minute", kind: kindInt, def: 60, reload: Live, min: 1, help: "POST tokens per window per source"},
+	{key: "rate_limit_gets_per_minute", kind: kindInt, def: 120, reload: Live, min: 1, help: "GET tokens per window per source"},
+	{key: "rate_limit_window_seconds", kind: kindInt, def: 60, reload: Live, min: 1, max: maxSeconds, help: "rate limit refill window in seconds"},
+	{key: "rate_limit_ipv6_prefix", kind: kindInt, def: 64, reload: Live, min: 1, max: rules.MaxIPv6Prefix, help: "bits of an IPv6 source that name it"},
+	{key: "rate_limit_max_sources", kind: kindInt, def: 100000, reload: Live, min: 1, help: "tracked rate limit sources"},
+	{key: "ip_allowlist", kind: kindList, def: []string{}, reload: Live, allowed: rules.PrefixAllowed, help: "IPs and CIDRs exempt from rate limits"},
+	{key: "ip_blocklist", kind: kindList, def: []string{}, reload: Live, allowed: rules.PrefixAllowed, help: "IPs and CIDRs answered 403 blocked"},
+	{key: "trusted_proxies", kind: kindList, def: []string{}, reload: Live, allowed: rules.PrefixAllowed, help: "IPs and CIDRs whose X-Forwarded-For is believed"},
+	{key: "auth_mode", kind: kindString, def: "disabled", reload: Refuse, oneOf: []string{"disabled", "server_wide", "per_mailbox", "signature"}, help: "authentication mode"},
+	{key: "auth_tokens", kind: kindList, def: []string{}, reload: Live, secret: true, allowed: "must be a list of tokens, each " + rules.Allowed, help: "server tokens, plain or sha256:<hex>"},
+	{key: "mailbox_tokens_file", kind: kindString, def: "", reload: Live, help: "per_mailbox token file (TOML)"},
+	{key: "tls_cert_path", kind: kindString, def: "", reload: Live, help: "TLS certificate PEM file; set with tls_key_path or not at all"},
+	{key: "tls_key_path", kind: kindString, def: "", reload: Live, help: "TLS key PEM file; set with tls_cert_path or not at all"},
+	{key: "max_connections", kind: kindInt, def: 10000, min: 1, help: "open connections; beyond: 503"},
+	{key: "max_waiting_per_source", kind: kindInt, def: 100, min: 1, max: rules.MaxWaitingPerSource, allowed: "must be an integer of at least 1 and at most " + strconv.Itoa(rules.MaxWaitingPerSource), help: "concurrent long-polls per source; beyond: 429"},
+	{key: "shutdown_timeout_seconds", kind: kindInt, def: 30, min: 0, max: MaxShutdownTimeoutSeconds, help: "drain limit in seconds"},
+	{key: "state_file", kind: kindString, def: "", help: "where queued messages survive a planned restart"},
+	{key: "max_connections_per_source", kind: kindInt, def: 256, min: 1, help: "open connections from one source; beyond: 503"},
+	{key: "store", kind: kindString, def: "memory", oneOf: []string{"memory", "redis"}, allowed: storeAllowed, help: "message store"},
+	{key: "redis_url", kind: kindString, def: "", secret: true, allowed: "must be a redis:// or rediss:// URL with a host (e.g. redis://127.0.0.1:6379/0)", help: "redis store URL, e.g. redis://127.0.0.1:6379/0"},
+	{key: "runtime_memory_limit_mb", kind: kindInt, def: 0, min: 0, max: maxMiB, help: "Go soft memory limit in MiB; 0 = automatic"},
+	{key: "log_level", kind: kindString, def: "info", reload: Live, oneOf: []string{"debug", "info", "warn", "error"}, help: "log level"},
+	{key: "log_format", kind: kindString, def: "json", oneOf: []string{"json", "console"}, help: "log format"},
 }
-
-const ipListAllowed = "must be a list of IP addresses or CIDR prefixes, IPv4 or IPv6 (e.g. 10.0.0.0/8, 2001:db8::/32)"
 
 // byKey indexes fields by key name.
 var byKey = map[string]*field{}
@@ -261,6 +261,9 @@ func init() {
 			panic("BUG: conf: key " + f.key + " has no Config field")
 		}
 		f.index = idx
+		if got, want := reflect.TypeOf(f.def), t.Field(idx).Type; got != want {
+			panic("BUG: conf: default of " + f.key + " is a " + got.String() + ", its Config field a " + want.String())
+		}
 		byKey[f.key] = f
 	}
 	if len(fields) != t.NumField() {
@@ -275,6 +278,26 @@ func KeyNames() []string {
 		names[i] = f.key
 	}
 	return names
+}
+
+// ReloadOf says what a live reload does with a change of key; an unknown
+// key needs a restart.
+func ReloadOf(key string) ReloadRule {
+	if f := byKey[key]; f != nil {
+		return f.reload
+	}
+	return Restart
+}
+
+// LiveKeys returns, in spec order, the keys a reload applies (R5.6).
+func LiveKeys() []string {
+	var keys []string
+	for _, f := range fields {
+		if f.reload == Live {
+			keys = append(keys, f.key)
+		}
+	}
+	return keys
 }
 
 // get returns the key's value in c.

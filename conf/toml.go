@@ -1,6 +1,7 @@
 package conf
 
 import (
+	"fmt"
 	"net/url"
 	"strings"
 
@@ -11,27 +12,45 @@ import (
 const redacted = "<redacted>"
 
 // TOML returns the config as a TOML document with every key in spec order,
-// as --check-config prints it. Secrets are redacted: each auth_tokens entry
-// becomes "<redacted>", and so does the password of redis_url. The output
-// parses back as a config file.
+// as --check-config prints it. The values of secret keys are redacted
+// (redact): each auth_tokens entry becomes "<redacted>", and so does the
+// password of redis_url. The output parses back as a config file.
 func (c Config) TOML() []byte {
-	c.AuthTokens = make([]string, len(c.AuthTokens))
-	for i := range c.AuthTokens {
-		c.AuthTokens[i] = redacted
-	}
-	c.RedisURL = redactURL(c.RedisURL)
-	// go-toml writes struct fields in declaration order, which is the spec
-	// order; nil lists would be left out, so make them empty.
-	for _, p := range []*[]string{&c.IPAllowlist, &c.IPBlocklist, &c.TrustedProxies} {
-		if *p == nil {
-			*p = []string{}
+	// One key at a time, in spec order; nil lists would be left out, so
+	// they are written empty.
+	var b []byte
+	for i := range fields {
+		f := &fields[i]
+		v := f.get(&c)
+		if l, ok := v.([]string); ok && l == nil {
+			v = []string{}
 		}
-	}
-	b, err := gotoml.Marshal(c)
-	if err != nil {
-		panic("BUG: conf: marshalling Config as TOML: " + err.Error())
+		if f.secret {
+			v = redact(v)
+		}
+		line, err := gotoml.Marshal(map[string]any{f.key: v})
+		if err != nil {
+			panic("BUG: conf: marshalling " + f.key + " as TOML: " + err.Error())
+		}
+		b = append(b, line...)
 	}
 	return b
+}
+
+// redact hides a secret key's value: every entry of a list, and the
+// password of a URL (redactURL).
+func redact(v any) any {
+	switch v := v.(type) {
+	case []string:
+		r := make([]string, len(v))
+		for i := range r {
+			r[i] = redacted
+		}
+		return r
+	case string:
+		return redactURL(v)
+	}
+	panic(fmt.Sprintf("BUG: conf: secret key holds %T", v))
 }
 
 // redactURL replaces the password of a URL with "<redacted>". A value that

@@ -3,13 +3,12 @@ package conf
 import (
 	"fmt"
 	"net"
-	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 
-	"github.com/zrc-rendezvous/zrc-rendezvous/conf/authtoken"
+	"github.com/zrc-rendezvous/zrc-rendezvous/conf/rules"
 )
 
 // Problem is one thing wrong with the configuration (R7.7).
@@ -142,38 +141,29 @@ func (v *validator) crossLimits() {
 	}
 }
 
-// ipList checks that every entry is an IP address or CIDR prefix (R4.5,
-// R4.6, Z3). Addresses are not secret, so they are echoed.
+// ipList checks every entry by the rule the guard reads the lists with
+// (rules.ParsePrefix, R4.5, R4.6, Z3). Addresses are not secret, so they
+// are echoed.
 func (v *validator) ipList(key string, list []string) {
 	for i, e := range list {
-		if e == "" {
-			v.addf(key, "entry %d is empty; %s", i+1, byKey[key].allowedText())
-			continue
-		}
-		if !validIPOrPrefix(e) {
-			v.addf(key, "entry %d %s is not an IP address or CIDR prefix; %s", i+1, quoteTrunc(e), byKey[key].allowedText())
+		if _, err := rules.ParsePrefix(e); err != nil {
+			if e == "" {
+				v.addf(key, "entry %d %v; %s", i+1, err, byKey[key].allowedText())
+			} else {
+				v.addf(key, "entry %d %s %v; %s", i+1, quoteTrunc(e), err, byKey[key].allowedText())
+			}
 		}
 	}
-}
-
-func validIPOrPrefix(s string) bool {
-	if strings.Contains(s, "/") {
-		_, err := netip.ParsePrefix(s)
-		return err == nil
-	}
-	a, err := netip.ParseAddr(s)
-	// A zone (fe80::1%eth0) never matches a peer address; reject it.
-	return err == nil && a.Zone() == ""
 }
 
 // auth checks the tokens and what each auth_mode needs (R5). No message
 // holds a token: entries are named by position.
 func (v *validator) auth() {
 	c := v.c
-	// The rule the guard reads the tokens with at start (authtoken), so
+	// The rule the guard reads the tokens with at start (rules), so
 	// that --check-config refuses what the start would.
 	for i, tok := range c.AuthTokens {
-		if err := authtoken.Check(tok); err != nil {
+		if err := rules.Check(tok); err != nil {
 			v.addf("auth_tokens", "entry %d %v; %s", i+1, err, byKey["auth_tokens"].allowedText())
 		}
 	}

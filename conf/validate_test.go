@@ -78,6 +78,9 @@ func TestValidationRules(t *testing.T) {
 		{name: "rate_limit_max_sources zero", args: []string{"--rate-limit-max-sources", "0"},
 			want: wantProblem{"rate_limit_max_sources", "flag --rate-limit-max-sources", "must be an integer of at least 1"}},
 
+		{name: "max_waiting_per_source beyond the guard's counters", args: []string{"--max-waiting-per-source", "1073741825"},
+			want: wantProblem{"max_waiting_per_source", "flag --max-waiting-per-source", "must be an integer of at least 1 and at most 1073741824, got 1073741825"}},
+
 		// IP lists
 		{name: "ip_allowlist bad CIDR", args: []string{"--ip-allowlist", "10.0.0.0/33"},
 			want: wantProblem{"ip_allowlist", "flag --ip-allowlist", `entry 1 "10.0.0.0/33" is not an IP address or CIDR prefix`}},

@@ -17,8 +17,8 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/guard"
-	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload/tlstest"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/polltest"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload/tlstest"
 )
 
 // wantOverloadedConn checks the answer of a connection refused at the cap.

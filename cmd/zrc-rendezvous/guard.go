@@ -83,13 +83,9 @@ func guardHook(g *guard.Guard, base conf.Config, log *zap.Logger) reloadHook {
 	}
 }
 
-// liveConfig is base with the live keys (liveKeys) taken from next.
+// liveConfig is base with the live keys (conf.LiveKeys) taken from next.
 func liveConfig(base, next conf.Config) conf.Config {
-	keys := make([]string, 0, len(liveKeys))
-	for k := range liveKeys {
-		keys = append(keys, k)
-	}
-	conf.CopyKeys(&base, next, keys)
+	conf.CopyKeys(&base, next, conf.LiveKeys())
 	return base
 }
 

@@ -20,8 +20,8 @@ import (
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/conf"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/guard"
-	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload/tlstest"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/polltest"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload/tlstest"
 )
 
 // watchFiles calls changed once per poll that sees a file change, appear
@@ -187,6 +187,8 @@ func TestProcessCheckConfigRefusesWhatStartRefuses(t *testing.T) {
 	}{
 		{"non-ASCII token", []string{"--auth-mode", "server_wide", "--auth-tokens", "pässwort"},
 			"config: auth_tokens (flag --auth-tokens): entry 1 holds characters a Bearer token cannot carry (spaces, control or non-ASCII characters); must be a list of tokens, each plain (visible ASCII characters, no spaces) or sha256:<64 hex characters>"},
+		{"waiting limit the guard cannot count", []string{"--max-waiting-per-source", "1073741825"},
+			"config: max_waiting_per_source (flag --max-waiting-per-source): must be an integer of at least 1 and at most 1073741824, got 1073741825"},
 		{"redis store", []string{"--store", "redis", "--redis-url", "redis://127.0.0.1:6379/0"},
 			`config: store (flag --store): must be memory (the Redis store is not available in this build), got "redis"`},
 		{"token file", []string{"--auth-mode", "per_mailbox", "--mailbox-tokens-file", tokens},

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload/tlstest"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/polltest"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload/tlstest"
 )
 
 // The hostile-input suite: raw bytes that no well-behaved client sends,

@@ -60,7 +60,10 @@ func docDefaults(t *testing.T) map[string]string {
 }
 
 // docs/configuration.md has one table row per key — | `key` | `default` |
-// reload | … — and the default and the reload column match the code.
+// reload | … — and the default and the reload column match the key table
+// (conf.Defaults, conf.ReloadOf): "yes" for a key a reload applies, "no"
+// otherwise, and the row of a key whose change refuses the whole reload
+// says so.
 func TestDocsConfigurationCoversEveryKey(t *testing.T) {
 	b, err := os.ReadFile("../../docs/configuration.md")
 	if err != nil {
@@ -88,8 +91,11 @@ func TestDocsConfigurationCoversEveryKey(t *testing.T) {
 		if got, want := strings.Trim(row[0], "`"), defaults[k]; got != want {
 			t.Errorf("docs/configuration.md: %s default %s; the code's is %s", k, got, want)
 		}
-		if got, want := row[1] == "yes", liveKeys[k]; got != want {
+		if got, want := row[1] == "yes", conf.ReloadOf(k) == conf.Live; got != want {
 			t.Errorf("docs/configuration.md: %s reload column %q; want %v", k, row[1], map[bool]string{true: "yes", false: "no"}[want])
+		}
+		if got, want := strings.Contains(row[2], "reload that changes it is refused"), conf.ReloadOf(k) == conf.Refuse; got != want {
+			t.Errorf("docs/configuration.md: %s says a reload changing it is refused: %v; the code: %v", k, got, want)
 		}
 	}
 	for k := range rows {

@@ -243,15 +243,34 @@ func TestProcessStateFileSurvivesRestart(t *testing.T) {
 	if !strings.Contains(s.log(), `"msg":"wrote state file"`) {
 		t.Fatalf("no state file written:\n%s", s.log())
 	}
-	// A start that fails after reading the file (here: a token file that
-	// is not there) must leave it for the next start.
-	failed := exec.Command(binary, "--listen-addr", "127.0.0.1", "--listen-port", "0", "--state-file", path,
-		"--auth-mode", "per_mailbox", "--mailbox-tokens-file", filepath.Join(t.TempDir(), "missing.toml"))
-	if out, err := failed.CombinedOutput(); err == nil {
-		t.Fatalf("start with a missing token file succeeded:\n%s", out)
+	// A start that fails after reading the file (a token file that is not
+	// there, a port in use) must leave it as it was for the next start:
+	// the stops of what had started do not write it (Z12).
+	saved, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := os.Stat(path); err != nil {
-		t.Fatalf("a failed start consumed the state file: %v", err)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	_, busyPort, _ := net.SplitHostPort(busy.Addr().String())
+	for _, args := range [][]string{
+		{"--listen-port", "0", "--auth-mode", "per_mailbox", "--mailbox-tokens-file", filepath.Join(t.TempDir(), "missing.toml")},
+		{"--listen-port", busyPort},
+	} {
+		failed := exec.Command(binary, append([]string{"--listen-addr", "127.0.0.1", "--state-file", path}, args...)...)
+		out, err := failed.CombinedOutput()
+		if err == nil {
+			t.Fatalf("start with %q succeeded:\n%s", args, out)
+		}
+		if strings.Contains(string(out), `"msg":"wrote state file"`) {
+			t.Errorf("a failed start with %q wrote the state file:\n%s", args, out)
+		}
+		if b, err := os.ReadFile(path); err != nil || !bytes.Equal(b, saved) {
+			t.Fatalf("a failed start with %q consumed or rewrote the state file: %v", args, err)
+		}
 	}
 	s = startServer(t, nil, "--state-file", path)
 	if _, err := os.Stat(path); !os.IsNotExist(err) {

@@ -10,36 +10,6 @@ import (
 	"github.com/zrc-rendezvous/zrc-rendezvous/conf"
 )
 
-// liveKeys are the keys a reload applies without a restart (R5.6). A
-// change to any other key is logged as needing a restart and ignored.
-var liveKeys = map[string]bool{
-	"auth_tokens":                 true,
-	"mailbox_tokens_file":         true,
-	"ip_allowlist":                true,
-	"ip_blocklist":                true,
-	"trusted_proxies":             true,
-	"rate_limit_posts_per_minute": true,
-	"rate_limit_gets_per_minute":  true,
-	"rate_limit_window_seconds":   true,
-	"rate_limit_ipv6_prefix":      true,
-	"rate_limit_max_sources":      true,
-	"tls_cert_path":               true,
-	"tls_key_path":                true,
-	"log_level":                   true,
-}
-
-// refusedKeys need a restart too, but a change to one refuses the whole
-// reload instead of being ignored: ignoring it would leave the server
-// serving under other rules than the file shows. An operator who turns
-// auth_mode on and reloads must not go on believing the mailboxes are
-// protected; one who turns it off must not believe they are open. The
-// other restart-only keys change capacity, addresses or files, whose old
-// values keep the server no less safe; refusing their reload would also
-// hold back token revocations made in the same edit.
-var refusedKeys = map[string]bool{
-	"auth_mode": true,
-}
-
 // newReloadFailures is zrc_rendezvous_reload_failures_total: reloads
 // refused, and reloads whose TLS pair could not be loaded. It exists at
 // zero from the start, so an alert on its increase sees the first one.
@@ -77,7 +47,8 @@ type reloader struct {
 // reload re-reads the config file and the environment (keeping the
 // command line's flags) and applies the live keys. A bad file, or a change
 // to a refused key, keeps the running config, logs every problem and
-// counts a failure. It reports whether it applied.
+// counts a failure. Which keys it applies, ignores or refuses is each
+// key's conf.ReloadRule. It reports whether it applied.
 func (r *reloader) reload(trigger string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -107,7 +78,7 @@ func (r *reloader) apply(log *zap.Logger) bool {
 	changed := conf.ChangedKeys(r.running, next.Config)
 	refused := false
 	for _, key := range changed {
-		if refusedKeys[key] {
+		if conf.ReloadOf(key) == conf.Refuse {
 			log.Error("reload refused; keeping the running config", zap.String("key", key),
 				zap.String("source", next.Sources[key]),
 				zap.String("problem", "a change of "+key+" needs a restart; the running value stays in force and nothing of this reload is applied until the restart, or until the change is undone"))
@@ -133,7 +104,7 @@ func (r *reloader) apply(log *zap.Logger) bool {
 	}
 	var applied, restart []string
 	for _, key := range changed {
-		if liveKeys[key] {
+		if conf.ReloadOf(key) == conf.Live {
 			applied = append(applied, key)
 		} else {
 			restart = append(restart, key)

@@ -19,8 +19,10 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"go.uber.org/zap"
 
+	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
 	"github.com/zrc-rendezvous/zrc-rendezvous/conf"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/guard"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload"
 	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor"
 	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor/statefile"
@@ -35,6 +37,18 @@ func versionLine() string {
 
 // run is the whole server: it returns when ctx ends (SIGTERM/SIGINT) and
 // the shutdown is complete, or on a start-up error.
+//
+// The start is a sequence of components (lifecycle): runtime memory
+// policy, state file, supervisor, abuse controls, TLS, HTTP server,
+// reloader. The stop runs it backwards, and the order is what keeps every
+// accepted message (R9, Z12, STYLE 14): the reloader stops watching files;
+// the HTTP server cancels the root context so parked long-polls answer 503
+// at once (Shutdown alone would leave them parked), drains in-flight
+// requests up to shutdown_timeout_seconds and closes the rest; the
+// supervisor waits for answers still putting back messages whose write
+// failed (at most answerGrace), closes and takes the leftovers; the state
+// file is written with them; the runtime memory policy is undone; the
+// totals line comes last.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	started := time.Now()
 	res, err := conf.Parse(args, getenv)
@@ -70,141 +84,163 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log.Info("starting", zap.String("version", version), zap.String("commit", commit),
 		zap.String("config_file", res.ConfigPath))
 
-	step := func(name string, t0 time.Time) {
-		log.Info("started "+name, zap.Duration("took", time.Since(t0)))
-	}
-
-	t0 := time.Now()
-	policy := applyMemoryPolicy(cfg.RuntimeMemoryLimitMB, getenv)
-	stopGovernor := policy.start()
-	defer stopGovernor()
-	log.Info("runtime memory policy", zap.String("policy", policy.describe()))
-
 	var set *metrics.Set
 	if cfg.MetricsEnabled {
 		set = metrics.NewSet()
 	}
 
-	t0 = time.Now()
-	if err := checkStateFile(res); err != nil {
+	// SIGHUP is caught from the reloader's start until run returns, not
+	// released by the reloader's stop: one arriving during the drain would
+	// otherwise end the process (its default action) before the state file
+	// is written.
+	hup := make(chan os.Signal, 1)
+	defer signal.Stop(hup)
+	lc := &lifecycle{log: log}
+	defer lc.stop() // after a start error; the stop below has emptied it otherwise
+	// consumed is set once the state file has been read into the actors
+	// and removed; only then does the stop write it. A start that fails
+	// before leaves the file for the next one, and the supervisor is just
+	// closed.
+	consumed := false
+
+	if err := lc.start("runtime memory policy", func() (func(), []zap.Field, error) {
+		policy := applyMemoryPolicy(cfg.RuntimeMemoryLimitMB, getenv)
+		return policy.start(), []zap.Field{zap.String("policy", policy.describe())}, nil
+	}); err != nil {
 		return err
 	}
-	restore := readState(cfg.StateFile, time.Now(), log)
-	var restored int
-	for _, l := range restore.Messages {
-		restored += len(l)
-	}
-	sup := supervisor.New(supervisor.Options{
-		MaxQueueLength:   cfg.MaxQueueLength,
-		TTL:              cfg.MessageTTL(),
-		IdleTimeout:      cfg.IdleMailboxTimeout(),
-		EvictionInterval: cfg.EvictionInterval(),
-		MaxMailboxes:     cfg.MaxMailboxes,
-		MemoryLimit:      cfg.MemoryLimitBytes(),
-		Logger:           log.Named("supervisor"),
-		Metrics:          set,
-		Restore:          restore.Messages,
-		Epoch:            restore.Epoch,
-	})
-	// Z9: the epoch is kept only when a state file was restored with one.
-	log.Info("started supervisor", zap.Duration("took", time.Since(t0)), zap.Int("restored_messages", restored),
-		zap.String("epoch", sup.Epoch()), zap.Bool("epoch_kept", restore.Epoch != ""))
 
-	t0 = time.Now()
-	// Every request context derives from root; cancelling it with
-	// ErrShuttingDown answers parked long-polls 503 at once (R9.4), which
-	// http.Server.Shutdown alone would not do.
-	root, cancelRoot := context.WithCancelCause(context.Background())
-	defer cancelRoot(nil)
-	gd, err := newGuard(cfg, log.Named("guard"))
-	if err != nil {
-		sup.Close()
-		return exitError{code: 2, err: err}
+	var (
+		restore   statefile.State
+		sup       *supervisor.Supervisor
+		left      map[actor.ID][]actor.Message
+		mailboxes int // alive when the supervisor stopped
+	)
+	if cfg.StateFile != "" {
+		if err := lc.start("state file", func() (func(), []zap.Field, error) {
+			if err := checkStateFile(res); err != nil {
+				return nil, nil, err
+			}
+			restore = readState(cfg.StateFile, time.Now(), log)
+			return func() {
+				if consumed {
+					writeState(cfg.StateFile, statefile.State{Epoch: sup.Epoch(), Messages: left}, log)
+				}
+			}, []zap.Field{zap.String("state_file", cfg.StateFile)}, nil
+		}); err != nil {
+			return err
+		}
 	}
-	certs, err := setupTLS(cfg, log.Named("tls"), set)
-	if err != nil {
-		sup.Close()
-		return exitError{code: 2, err: err}
-	}
-	conns := httpapi.NewConnLimit(httpapi.ConnLimitOptions{
-		Max: cfg.MaxConnections, Logger: log.Named("http"), Metrics: set,
-		PerSource: cfg.MaxConnectionsPerSource, Sources: gd,
-	})
-	defer conns.Close()
+
 	pending := httpapi.NewPending()
-	handler := httpapi.New(httpapi.Deps{
-		Mailboxes: sup,
-		Guard:     gd,
-		Conns:     conns,
-		Pending:   pending,
-		Logger:    log.Named("http"),
-		Metrics:   set,
-		Options: httpapi.Options{
-			MaxMessageSize:  cfg.MaxMessageSize,
-			LongPollDefault: cfg.LongPollDefault(),
-			LongPollMax:     cfg.LongPollMax(),
-			ServeMetrics:    cfg.MetricsEnabled && cfg.MetricsListen == "",
-			Version:         version,
-			Started:         started,
-		},
-	})
-	// net/http's own error lines, failed TLS handshakes aggregated (R8.6).
-	netLog := tlsreload.NewErrorLog(log.Named("net/http"), set, netHTTPLogInterval)
-	defer netLog.Close()
-	errLog := netLog.Logger()
-	mainAddr := net.JoinHostPort(cfg.ListenAddr, strconv.Itoa(cfg.ListenPort))
-	srv := httpapi.NewServer(handler, root, httpapi.ServerOptions{
-		Addr: mainAddr, LongPollMax: cfg.LongPollMax(), ErrorLog: errLog,
-		MaxMessageSize: cfg.MaxMessageSize,
-	})
-	srv.ConnState = conns.ConnState // idle connections give way near the cap
-	ln, err := net.Listen("tcp", mainAddr)
-	if err != nil {
-		sup.Close()
-		return fmt.Errorf("listen on %s (listen_addr, listen_port): %w", mainAddr, err)
-	}
-	tlsOn := certs != nil
-	if tlsOn {
-		// R8.1, R8.3, R8.5: HTTPS only, TLS 1.2 at least, the pair in
-		// force through GetCertificate; ServeTLS negotiates HTTP/2
-		// through ALPN.
-		srv.TLSConfig = certs.ServerConfig()
-	}
-	// Every connection counts against max_connections from accept on;
-	// past the cap it is refused under the TLS layer ServeTLS adds.
-	ln = conns.Listener(ln, srv.TLSConfig)
-	serveErr := make(chan error, 2)
-	go func() {
-		if tlsOn {
-			serveErr <- srv.ServeTLS(ln, "", "")
-		} else {
-			serveErr <- srv.Serve(ln)
+	if err := lc.start("supervisor", func() (func(), []zap.Field, error) {
+		var restored int
+		for _, l := range restore.Messages {
+			restored += len(l)
 		}
-	}()
-	var metricsSrv *http.Server
-	var metricsConns *httpapi.ConnLimit
-	if set != nil && cfg.MetricsListen != "" {
-		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		sup = supervisor.New(supervisor.Options{
+			MaxQueueLength:   cfg.MaxQueueLength,
+			TTL:              cfg.MessageTTL(),
+			IdleTimeout:      cfg.IdleMailboxTimeout(),
+			EvictionInterval: cfg.EvictionInterval(),
+			MaxMailboxes:     cfg.MaxMailboxes,
+			MemoryLimit:      cfg.MemoryLimitBytes(),
+			Logger:           log.Named("supervisor"),
+			Metrics:          set,
+			Restore:          restore.Messages,
+			Epoch:            restore.Epoch,
+		})
+		stop := func() {
+			if !consumed {
+				sup.Close()
+				return
+			}
+			// http.Server.Close does not wait for handlers: an answer whose
+			// write failed may still be putting its message back. The
+			// supervisor keeps what comes back after its close, and the
+			// leftovers are taken only once every answer is over, so such
+			// a message is in the state file (Z12).
+			answersCtx, cancelAnswers := context.WithTimeout(context.Background(), answerGrace)
+			defer cancelAnswers()
+			if n, err := pending.Wait(answersCtx); err != nil {
+				log.Error("answers still running after the http server closed; messages they put back are lost",
+					zap.Int64("answers", n), zap.Duration("waited", answerGrace))
+			}
+			mailboxes = sup.Snapshot().Mailboxes
+			left = sup.Leftovers() // closes the supervisor
+		}
+		// Z9: the epoch is kept only when a state file was restored with one.
+		return stop, []zap.Field{zap.Int("restored_messages", restored),
+			zap.String("epoch", sup.Epoch()), zap.Bool("epoch_kept", restore.Epoch != "")}, nil
+	}); err != nil {
+		return err
+	}
+
+	var gd *guard.Guard
+	if err := lc.start("abuse controls", func() (func(), []zap.Field, error) {
+		var err error
+		if gd, err = newGuard(cfg, log.Named("guard")); err != nil {
+			return nil, nil, exitError{code: 2, err: err}
+		}
+		return nil, []zap.Field{zap.String("auth_mode", cfg.AuthMode)}, nil
+	}); err != nil {
+		return err
+	}
+
+	var certs *tlsreload.Certs
+	if err := lc.start("tls", func() (func(), []zap.Field, error) {
+		var err error
+		if certs, err = setupTLS(cfg, log.Named("tls"), set); err != nil {
+			return nil, nil, exitError{code: 2, err: err}
+		}
+		return nil, []zap.Field{zap.Bool("enabled", certs != nil)}, nil
+	}); err != nil {
+		return err
+	}
+
+	var front *frontend
+	if err := lc.start("http server", func() (func(), []zap.Field, error) {
+		var err error
+		front, err = startFrontend(cfg, httpapi.Deps{
+			Mailboxes: sup,
+			Guard:     gd,
+			Pending:   pending,
+			Logger:    log.Named("http"),
+			Metrics:   set,
+		}, certs, started, log)
 		if err != nil {
-			srv.Close()
-			sup.Close()
-			return fmt.Errorf("listen on %s (metrics_listen): %w", cfg.MetricsListen, err)
+			return nil, nil, err
 		}
-		// A scraper needs a connection or two; the listener has no
-		// authentication, so its connections are capped like the main
-		// listener's, lest it run the process out of file descriptors.
-		metricsConns = httpapi.NewConnLimit(httpapi.ConnLimitOptions{
-			Max: metricsMaxConnections, Logger: log.Named("metrics"), Cap: "the metrics listener's connection cap",
-		})
-		mln = metricsConns.Listener(mln, nil)
-		metricsSrv = httpapi.NewServer(httpapi.MetricsHandler(set), root, httpapi.ServerOptions{
-			Addr: cfg.MetricsListen, ErrorLog: errLog,
-		})
-		metricsSrv.ConnState = metricsConns.ConnState
-		go func() { serveErr <- metricsSrv.Serve(mln) }()
-		log.Info("serving metrics", zap.String("addr", mln.Addr().String()))
+		return front.stop, nil, nil
+	}); err != nil {
+		return err
 	}
-	step("http server", t0)
+
+	var rl *reloader
+	if err := lc.start("reloader", func() (func(), []zap.Field, error) {
+		reloadFailures := newReloadFailures(set)
+		pairs := newPairReloader(certs, cfg, log.Named("tls"))
+		rl = &reloader{res: res, running: cfg, getenv: getenv, log: log.Named("reload"), failures: reloadFailures, hooks: []reloadHook{
+			func(next conf.Config) (func(), error) {
+				return func() { level.SetLevel(parseLevel(next.LogLevel)) }, nil
+			},
+			guardHook(gd, cfg, log.Named("guard")),
+			tlsHook(pairs, reloadFailures.Inc),
+		}}
+		// Reload on a change of the config or token file too: Windows has
+		// no SIGHUP (R5.6, R10.6).
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		watchDone := make(chan struct{})
+		go func() {
+			defer close(watchDone)
+			watchFiles(watchCtx, fileWatchInterval, rl.watchedFiles, func() { rl.reload("file changed") }, pairs.retry)
+		}()
+		signal.Notify(hup, syscall.SIGHUP)
+		return func() { stopWatch(); <-watchDone }, nil, nil
+	}); err != nil {
+		return err
+	}
+
 	// The restored messages are in the actors and the server is listening:
 	// only now is the state file consumed, so that a start that fails above
 	// (a bad token file, a port in use) leaves it for the next one. It goes
@@ -215,35 +251,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				zap.String("state_file", cfg.StateFile), zap.Error(err))
 		}
 	}
-	log.Info("ready", zap.String("addr", ln.Addr().String()), zap.Bool("tls", tlsOn),
+	consumed = true
+	log.Info("ready", zap.String("addr", front.addr.String()), zap.Bool("tls", certs != nil),
 		zap.Duration("startup", time.Since(started)))
 
-	reloadFailures := newReloadFailures(set)
-	pairs := newPairReloader(certs, cfg, log.Named("tls"))
-	rl := &reloader{res: res, running: cfg, getenv: getenv, log: log.Named("reload"), failures: reloadFailures, hooks: []reloadHook{
-		func(next conf.Config) (func(), error) {
-			return func() { level.SetLevel(parseLevel(next.LogLevel)) }, nil
-		},
-		guardHook(gd, cfg, log.Named("guard")),
-		tlsHook(pairs, reloadFailures.Inc),
-	}}
-	// Reload on a change of the config or token file too: Windows has no
-	// SIGHUP (R5.6, R10.6).
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	watchDone := make(chan struct{})
-	go func() {
-		defer close(watchDone)
-		watchFiles(watchCtx, fileWatchInterval, rl.watchedFiles, func() { rl.reload("file changed") }, pairs.retry)
-	}()
-	defer func() { stopWatch(); <-watchDone }()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	for running := true; running; {
 		select {
 		case <-ctx.Done():
 			running = false
-		case err := <-serveErr:
+		case err := <-front.serveErr:
 			if !errors.Is(err, http.ErrServerClosed) {
 				log.Error("http server failed", zap.Error(err))
 				running = false
@@ -253,64 +269,143 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 
-	// Shutdown: stop accepting, answer parked long-polls 503 at once,
-	// drain the rest up to shutdown_timeout, then force-close (R9.1–R9.5).
+	// Shutdown (R9.1–R9.5): the components' stops, last started first.
 	log.Info("shutting down", zap.Duration("drain_limit", cfg.ShutdownTimeout()),
 		zap.Int64("waiting_long_polls", sup.Snapshot().Waiting))
-	t0 = time.Now()
-	cancelRoot(httpapi.ErrShuttingDown)
-	drainCtx, cancelDrain := context.WithTimeout(context.Background(), cfg.ShutdownTimeout())
-	defer cancelDrain()
-	if metricsSrv != nil {
-		go metricsSrv.Shutdown(drainCtx)
-	}
-	if err := srv.Shutdown(drainCtx); err != nil {
-		log.Warn("drain limit reached; closing remaining connections", zap.Error(err))
-		srv.Close()
-	}
-	if metricsSrv != nil {
-		metricsSrv.Close()
-		metricsConns.Close()
-	}
-	// The aggregated lines still pending (refusals at the cap, failed
-	// handshakes) come out now, before the totals.
-	conns.Close()
-	netLog.Close()
-	log.Info("stopped http server", zap.Duration("took", time.Since(t0)))
-
-	// http.Server.Close does not wait for handlers: an answer whose write
-	// failed may still be putting its message back. The supervisor keeps
-	// what comes back after its close, and the leftovers are taken only
-	// once every answer is over, so such a message is in the state file
-	// (Z12).
-	t0 = time.Now()
-	answersCtx, cancelAnswers := context.WithTimeout(context.Background(), answerGrace)
-	if n, err := pending.Wait(answersCtx); err != nil {
-		log.Error("answers still running after the http server closed; messages they put back are lost",
-			zap.Int64("answers", n), zap.Duration("waited", answerGrace))
-	}
-	cancelAnswers()
-	snap := sup.Snapshot()
-	left := sup.Leftovers() // closes the supervisor
-	log.Info("stopped supervisor", zap.Duration("took", time.Since(t0)))
-	if cfg.StateFile != "" {
-		n, err := statefile.Write(cfg.StateFile, statefile.State{Epoch: sup.Epoch(), Messages: left})
-		if err != nil {
-			log.Error("writing state file failed; queued messages are lost",
-				zap.String("state_file", cfg.StateFile), zap.Error(err))
-		} else {
-			log.Info("wrote state file", zap.String("state_file", cfg.StateFile), zap.Int("messages", n))
-		}
-	}
+	lc.stop()
 	st := sup.Stats()
 	log.Info("stopped",
 		zap.Uint64("posted", st.Posted.Load()),
 		zap.Uint64("delivered", st.Delivered.Load()),
 		zap.Uint64("evicted_ttl", st.EvictedTTL.Load()),
 		zap.Uint64("evicted_memory", st.EvictedMemory.Load()),
-		zap.Int("mailboxes", snap.Mailboxes),
+		zap.Int("mailboxes", mailboxes),
 		zap.Duration("uptime", time.Since(started)))
 	return nil
+}
+
+// frontend is the HTTP side of the server: the main listener and its
+// server, the metrics listener when metrics_listen is set, their
+// connection caps, and net/http's error log.
+type frontend struct {
+	log        *zap.Logger
+	cancelRoot context.CancelCauseFunc
+	drain      time.Duration // shutdown_timeout_seconds
+
+	srv          *http.Server
+	conns        *httpapi.ConnLimit
+	metricsSrv   *http.Server       // nil without metrics_listen
+	metricsConns *httpapi.ConnLimit // nil without metrics_listen
+	netLog       *tlsreload.ErrorLog
+
+	addr     net.Addr   // the main listener's
+	serveErr chan error // what Serve returned, per server
+}
+
+// startFrontend listens and serves. d is the handler's dependencies but
+// the connection cap, which it makes; certs is nil without TLS. On an
+// error nothing it started is left running.
+func startFrontend(cfg conf.Config, d httpapi.Deps, certs *tlsreload.Certs, started time.Time, log *zap.Logger) (_ *frontend, err error) {
+	f := &frontend{log: log, drain: cfg.ShutdownTimeout(), serveErr: make(chan error, 2)}
+	// Every request context derives from root; cancelling it with
+	// ErrShuttingDown answers parked long-polls 503 at once (R9.4), which
+	// http.Server.Shutdown alone would not do.
+	root, cancelRoot := context.WithCancelCause(context.Background())
+	f.cancelRoot = cancelRoot
+	f.conns = httpapi.NewConnLimit(httpapi.ConnLimitOptions{
+		Max: cfg.MaxConnections, Logger: log.Named("http"), Metrics: d.Metrics,
+		PerSource: cfg.MaxConnectionsPerSource, Sources: d.Guard,
+	})
+	// net/http's own error lines, failed TLS handshakes aggregated (R8.6).
+	f.netLog = tlsreload.NewErrorLog(log.Named("net/http"), d.Metrics, netHTTPLogInterval)
+	d.Conns = f.conns
+	d.Options = httpapi.Options{
+		MaxMessageSize:  cfg.MaxMessageSize,
+		LongPollDefault: cfg.LongPollDefault(),
+		LongPollMax:     cfg.LongPollMax(),
+		ServeMetrics:    cfg.MetricsEnabled && cfg.MetricsListen == "",
+		Version:         version,
+		Started:         started,
+	}
+	errLog := f.netLog.Logger()
+	mainAddr := net.JoinHostPort(cfg.ListenAddr, strconv.Itoa(cfg.ListenPort))
+	f.srv = httpapi.NewServer(httpapi.New(d), root, httpapi.ServerOptions{
+		Addr: mainAddr, LongPollMax: cfg.LongPollMax(), ErrorLog: errLog,
+		MaxMessageSize: cfg.MaxMessageSize,
+	})
+	f.srv.ConnState = f.conns.ConnState // idle connections give way near the cap
+	defer func() {
+		if err != nil {
+			f.srv.Close()
+			f.conns.Close()
+			f.netLog.Close()
+			cancelRoot(nil)
+		}
+	}()
+	ln, err := net.Listen("tcp", mainAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s (listen_addr, listen_port): %w", mainAddr, err)
+	}
+	f.addr = ln.Addr()
+	if certs != nil {
+		// R8.1, R8.3, R8.5: HTTPS only, TLS 1.2 at least, the pair in
+		// force through GetCertificate; ServeTLS negotiates HTTP/2
+		// through ALPN.
+		f.srv.TLSConfig = certs.ServerConfig()
+	}
+	// Every connection counts against max_connections from accept on;
+	// past the cap it is refused under the TLS layer ServeTLS adds.
+	ln = f.conns.Listener(ln, f.srv.TLSConfig)
+	go func() {
+		if certs != nil {
+			f.serveErr <- f.srv.ServeTLS(ln, "", "")
+		} else {
+			f.serveErr <- f.srv.Serve(ln)
+		}
+	}()
+	if d.Metrics != nil && cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s (metrics_listen): %w", cfg.MetricsListen, err)
+		}
+		// A scraper needs a connection or two; the listener has no
+		// authentication, so its connections are capped like the main
+		// listener's, lest it run the process out of file descriptors.
+		f.metricsConns = httpapi.NewConnLimit(httpapi.ConnLimitOptions{
+			Max: metricsMaxConnections, Logger: log.Named("metrics"), Cap: "the metrics listener's connection cap",
+		})
+		mln = f.metricsConns.Listener(mln, nil)
+		f.metricsSrv = httpapi.NewServer(httpapi.MetricsHandler(d.Metrics), root, httpapi.ServerOptions{
+			Addr: cfg.MetricsListen, ErrorLog: errLog,
+		})
+		f.metricsSrv.ConnState = f.metricsConns.ConnState
+		go func() { f.serveErr <- f.metricsSrv.Serve(mln) }()
+		log.Info("serving metrics", zap.String("addr", mln.Addr().String()))
+	}
+	return f, nil
+}
+
+// stop stops accepting, answers parked long-polls 503 at once, drains the
+// rest up to shutdown_timeout_seconds, then force-closes (R9.1–R9.5).
+func (f *frontend) stop() {
+	f.cancelRoot(httpapi.ErrShuttingDown)
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), f.drain)
+	defer cancelDrain()
+	if f.metricsSrv != nil {
+		go f.metricsSrv.Shutdown(drainCtx)
+	}
+	if err := f.srv.Shutdown(drainCtx); err != nil {
+		f.log.Warn("drain limit reached; closing remaining connections", zap.Error(err))
+		f.srv.Close()
+	}
+	if f.metricsSrv != nil {
+		f.metricsSrv.Close()
+		f.metricsConns.Close()
+	}
+	// The aggregated lines still pending (refusals at the cap, failed
+	// handshakes) come out now, before the totals.
+	f.conns.Close()
+	f.netLog.Close()
 }
 
 // answerGrace bounds the wait for answers still being written once the
@@ -354,6 +449,18 @@ func checkStateDir(path string) error {
 	name := f.Name()
 	f.Close()
 	return os.Remove(name)
+}
+
+// writeState writes the leftovers to the state file at the end of a
+// stop (Z12).
+func writeState(path string, st statefile.State, log *zap.Logger) {
+	n, err := statefile.Write(path, st)
+	if err != nil {
+		log.Error("writing state file failed; queued messages are lost",
+			zap.String("state_file", path), zap.Error(err))
+		return
+	}
+	log.Info("wrote state file", zap.String("state_file", path), zap.Int("messages", n))
 }
 
 // readState loads the state file; run removes it once the server is ready.

@@ -22,9 +22,9 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/conf"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/polltest"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload/tlstest"
-	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/polltest"
 )
 
 // httpsClient trusts roots and speaks HTTP/2; each has its own connections.

@@ -13,7 +13,7 @@ import (
 	gotoml "github.com/pelletier/go-toml/v2"
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
-	"github.com/zrc-rendezvous/zrc-rendezvous/conf/authtoken"
+	"github.com/zrc-rendezvous/zrc-rendezvous/conf/rules"
 )
 
 // Mode is the authentication mode (auth_mode, R5).
@@ -56,14 +56,14 @@ func ParseMode(s string) (Mode, error) {
 type digest [sha256.Size]byte
 
 // parseToken reads one configured token: plain, or "sha256:<64 hex>",
-// by the rule conf validates auth_tokens with (authtoken.Check). Its
+// by the rule conf validates auth_tokens with (rules.Check). Its
 // errors never hold the token.
 func parseToken(tok string) (digest, error) {
-	if err := authtoken.Check(tok); err != nil {
+	if err := rules.Check(tok); err != nil {
 		return digest{}, err
 	}
-	if hexDigest, ok := strings.CutPrefix(tok, authtoken.Prefix); ok {
-		return authtoken.Digest(hexDigest)
+	if hexDigest, ok := strings.CutPrefix(tok, rules.Prefix); ok {
+		return rules.Digest(hexDigest)
 	}
 	return sha256.Sum256([]byte(tok)), nil
 }
@@ -116,7 +116,7 @@ func bearerToken(lines []string) (string, credential) {
 	if tok == "" {
 		return "", credMissing
 	}
-	if !authtoken.Visible(tok) {
+	if !rules.Visible(tok) {
 		return "", credBad
 	}
 	return tok, credBearer

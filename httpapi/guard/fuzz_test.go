@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/zrc-rendezvous/zrc-rendezvous/conf/authtoken"
+	"github.com/zrc-rendezvous/zrc-rendezvous/conf/rules"
 )
 
 // FuzzBearerToken: whatever the header, the parser never panics, a token
@@ -25,7 +25,7 @@ func FuzzBearerToken(f *testing.F) {
 		tok, cred := bearerToken(lines)
 		switch cred {
 		case credBearer:
-			if twice || !authtoken.Visible(tok) || !strings.Contains(v, tok) {
+			if twice || !rules.Visible(tok) || !strings.Contains(v, tok) {
 				t.Fatalf("bearerToken(%q) = %q", lines, tok)
 			}
 		case credMissing, credBad:

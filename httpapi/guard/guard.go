@@ -29,6 +29,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
+	"github.com/zrc-rendezvous/zrc-rendezvous/conf/rules"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/apierr"
 )
 
@@ -200,13 +201,13 @@ func newState(o Options) (*state, error) {
 	if o.Window < time.Second {
 		bad("rate limit window must be at least 1s, got %v", o.Window)
 	}
-	if o.IPv6Prefix < 1 || o.IPv6Prefix > 128 {
+	if o.IPv6Prefix < 1 || o.IPv6Prefix > rules.MaxIPv6Prefix {
 		bad("IPv6 prefix must be 1 to 128 bits, got %d", o.IPv6Prefix)
 	}
 	if o.MaxSources < 1 {
 		bad("max sources must be at least 1, got %d", o.MaxSources)
 	}
-	if o.MaxWaitingPerSource < 1 || o.MaxWaitingPerSource > 1<<30 {
+	if o.MaxWaitingPerSource < 1 || o.MaxWaitingPerSource > rules.MaxWaitingPerSource {
 		bad("max waiting per source must be 1 to 2^30, got %d", o.MaxWaitingPerSource)
 	}
 	st := &state{window: o.Window, v6bits: o.IPv6Prefix, maxSources: o.MaxSources,

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
-	"github.com/zrc-rendezvous/zrc-rendezvous/conf/authtoken"
+	"github.com/zrc-rendezvous/zrc-rendezvous/conf/rules"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/client"
 )
 
@@ -69,7 +69,7 @@ func parseSignature(h http.Header) (s signedGet, cred credential) {
 	if len(kl) != 1 || len(tl) != 1 || len(nl) != 1 || len(sl) != 1 {
 		return s, credBad
 	}
-	if !authtoken.DecodeHex(s.key[:], kl[0]) || !authtoken.DecodeHex(s.sig[:], sl[0]) {
+	if !rules.DecodeHex(s.key[:], kl[0]) || !rules.DecodeHex(s.sig[:], sl[0]) {
 		return s, credBad
 	}
 	ts, ok := parseUnix(tl[0])

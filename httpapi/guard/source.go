@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+
+	"github.com/zrc-rendezvous/zrc-rendezvous/conf/rules"
 )
 
 // prefixSet is a list of IP prefixes, IPv4 and IPv6, matched in order. The
@@ -13,32 +15,16 @@ import (
 // client matches an IPv4 entry whatever the socket family.
 type prefixSet []netip.Prefix
 
-// parsePrefixSet reads IPs (a single-address prefix) and CIDRs, IPv4 and
-// IPv6 (R4.5, R4.6, Z3). An IPv4-mapped IPv6 entry (::ffff:10.0.0.0/104)
-// becomes its IPv4 prefix.
+// parsePrefixSet reads IPs and CIDRs, IPv4 and IPv6 (R4.5, R4.6, Z3), by
+// the rule conf validates the lists with (rules.ParsePrefix).
 func parsePrefixSet(what string, entries []string) (prefixSet, error) {
 	set := make(prefixSet, 0, len(entries))
 	for i, e := range entries {
-		var p netip.Prefix
-		var err error
-		if strings.Contains(e, "/") {
-			p, err = netip.ParsePrefix(e)
-		} else {
-			var a netip.Addr
-			switch a, err = netip.ParseAddr(e); {
-			case err == nil && a.Zone() != "":
-				err = fmt.Errorf("zones never match a client address")
-			case err == nil:
-				p = netip.PrefixFrom(a, a.BitLen())
-			}
-		}
+		p, err := rules.ParsePrefix(e)
 		if err != nil {
-			return nil, fmt.Errorf("%s entry %d %q: %w", what, i+1, e, err)
+			return nil, fmt.Errorf("%s entry %d %q %w", what, i+1, e, err)
 		}
-		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
-			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
-		}
-		set = append(set, p.Masked())
+		set = append(set, p)
 	}
 	return set, nil
 }

@@ -22,9 +22,9 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/polltest"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload/tlstest"
-	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/polltest"
 )
 
 func TestLoad(t *testing.T) {

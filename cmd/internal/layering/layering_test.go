@@ -26,14 +26,15 @@ var allowed = map[string][]string{
 	"actor":      nil,
 	"conf":       nil,
 	"supervisor": {"actor"},
-	"httpapi":    {"actor", "supervisor", leafAuthToken},
+	"httpapi":    {"actor", "supervisor", leafRules},
 }
 
-// leafAuthToken is the one package below another top-level folder that a
-// folder may import by name: the token rule, which both the config's
-// validation and the guard apply. It must itself import nothing of ours
-// (mayImport), so the edge cannot pull the rest of conf in.
-const leafAuthToken = "conf/authtoken"
+// leafRules is the one package below another top-level folder that a
+// folder may import by name: the rules for tokens, IP lists and limits,
+// which both the config's validation and the guard apply. It must itself
+// import nothing of ours (mayImport), so the edge cannot pull the rest of
+// conf in.
+const leafRules = "conf/rules"
 
 // anyOfOurs is the folder whose packages may import every package of ours:
 // the binaries wire everything together.
@@ -52,7 +53,7 @@ func topLevel(rel string) string {
 // mayImport reports whether the package in folder from (relative to the
 // module root, slash-separated) may import our package in folder to.
 func mayImport(from, to string) bool {
-	if from == leafAuthToken {
+	if from == leafRules {
 		return false
 	}
 	f, t := topLevel(from), topLevel(to)
@@ -82,10 +83,10 @@ func TestMayImport(t *testing.T) {
 		{"supervisor must not reach conf", "supervisor", "conf", false},
 		{"httpapi must not reach conf", "httpapi", "conf", false},
 		{"httpapi sub-package must not reach conf", "httpapi/auth", "conf", false},
-		{"httpapi uses the token rule", "httpapi/guard", "conf/authtoken", true},
+		{"httpapi uses the shared rules", "httpapi/guard", "conf/rules", true},
 		{"httpapi must not reach conf's other sub-packages", "httpapi", "conf/other", false},
-		{"conf uses its own token rule", "conf", "conf/authtoken", true},
-		{"the token rule imports nothing of ours", "conf/authtoken", "conf", false},
+		{"conf uses its own rules", "conf", "conf/rules", true},
+		{"the rules import nothing of ours", "conf/rules", "conf", false},
 		{"unknown folder imports nothing of ours", "tools/x", "actor", false},
 		{"module root imports nothing of ours", ".", "actor", false},
 	}

@@ -1,4 +1,4 @@
-package authtoken
+package rules
 
 import (
 	"strings"

@@ -1,10 +1,4 @@
-// Package authtoken is the one rule for what an authentication token may
-// be (R5.1): conf checks auth_tokens with it, so --check-config refuses
-// exactly the tokens the server would refuse at start, and httpapi/guard
-// reads auth_tokens, mailbox_tokens_file and presented Bearer credentials
-// with it, and its signature headers with its hex rule (DecodeHex). It
-// imports nothing, so both may import it.
-package authtoken
+package rules
 
 import (
 	"encoding/hex"
