@@ -86,7 +86,16 @@ func TestProcessManyIDsAtMaxMailboxes(t *testing.T) {
 			answers[i] <- answer{resp.StatusCode, string(b)}
 		}()
 	}
+	// The waiters arrive together, each needing a slot an idle mailbox of
+	// the first part gives up: none may be refused while one is left.
 	waitFor(t, func() bool {
+		for i := range half {
+			select {
+			case a := <-answers[i]:
+				t.Fatalf("waiter %d answered before any message: %d %s", i, a.status, a.body)
+			default:
+			}
+		}
 		return metricValue(t, metricsText(t, s), "zrc_rendezvous_waiting_long_polls") == half
 	})
 	wantHealth(t, s, http.StatusServiceUnavailable, "overloaded")
