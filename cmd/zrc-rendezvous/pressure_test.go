@@ -325,10 +325,12 @@ func TestProcessLongPollStormVanishes(t *testing.T) {
 		for err := range errs {
 			t.Fatal(err)
 		}
+		sent := time.Since(start)
 		waitFor(t, func() bool {
 			return metricValue(t, metricsText(t, s), "zrc_rendezvous_waiting_long_polls") == polls
 		})
-		t.Logf("%d long-polls waiting %v after the first connected", polls, time.Since(start).Round(time.Millisecond))
+		t.Logf("%d long-polls sent in %v, all waiting %v after the first connected",
+			polls, sent.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 		for i, c := range conns {
 			c.Close()
 			conns[i] = nil
