@@ -174,3 +174,32 @@ func TestReaperRequestsHaveADeadline(t *testing.T) {
 		close(s.reaper.done) // for Close's stop
 	})
 }
+
+// Z5: new mailboxes arriving together at max_mailboxes each get one while
+// an idle empty mailbox is left to reclaim, even when the slot the reaper
+// freed for one of them is taken by another first.
+func TestConcurrentNewMailboxesReclaim(t *testing.T) {
+	const n = 50
+	opts := testOptions()
+	opts.MaxMailboxes = n
+	s := newTest(t, opts)
+	for i := range n {
+		post(t, s, id(i), "x")
+		receive(t, s, id(i))
+	}
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := s.Post(context.Background(), id(n+i), []byte("x"))
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Errorf("Post to a new mailbox with idle ones left: %v; want accepted", err)
+		}
+	}
+	if got := s.Snapshot(); got.Mailboxes != n || got.Busy != n {
+		t.Fatalf("mailboxes %d, busy %d; want %d, %d", got.Mailboxes, got.Busy, n, n)
+	}
+}

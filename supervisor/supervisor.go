@@ -264,8 +264,12 @@ func (s *Supervisor) mailbox(ctx context.Context, id actor.ID, create bool) (*ac
 
 // spawn registers a new actor for id unless one exists. At max_mailboxes it
 // asks the reaper to reclaim idle empty mailboxes first (Z5); force skips
-// the limit.
+// the limit. A slot the reaper freed may be taken by another new mailbox
+// before this one: then it asks again, for as long as the reaper finds
+// something to reclaim, within reaperWait in all — only when none is
+// reclaimable is the answer ErrOverloaded.
 func (s *Supervisor) spawn(ctx context.Context, id actor.ID, force bool) (*actor.Mailbox, error) {
+	var deadline time.Time
 	for attempt := 0; ; attempt++ {
 		sh := s.reg.shard(id)
 		sh.mu.Lock()
@@ -287,7 +291,9 @@ func (s *Supervisor) spawn(ctx context.Context, id actor.ID, force bool) (*actor
 			return mb, nil
 		}
 		sh.mu.Unlock()
-		if attempt > 0 {
+		if attempt == 0 {
+			deadline = time.Now().Add(reaperWait)
+		} else if time.Now().After(deadline) {
 			return nil, ErrOverloaded
 		}
 		// Never ask the reaper while holding a shard lock: it stops

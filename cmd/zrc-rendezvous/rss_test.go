@@ -364,28 +364,33 @@ func TestProcessStackFootprintAfterAnswers(t *testing.T) {
 // stacksSettle returns the server's goroutine stack bytes once they are
 // within budget, or the last figure seen after 20 s. Stacks shrink and
 // free stack memory returns only during garbage collections, and an idle
-// server collects rarely: traffic on another mailbox brings them on.
+// server collects rarely: traffic (stir) brings them on.
 func stacksSettle(t *testing.T, s *server, budget float64) float64 {
 	t.Helper()
 	client := &http.Client{}
-	other := s.url + "/v1/mailbox/" + strings.Repeat("f", 64)
 	var stack float64
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); stir(s, client) {
 		stack = metricValue(t, metricsText(t, s), "go_memstats_stack_inuse_bytes")
 		if stack <= budget {
 			break
 		}
-		for range 50 {
-			if resp, err := client.Post(other, "", strings.NewReader(strings.Repeat("x", 4096))); err == nil {
-				resp.Body.Close()
-			}
-			if resp, err := client.Get(other + "?wait_ms=0"); err == nil {
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
-		}
 	}
 	return stack
+}
+
+// stir posts and gets 50 messages of 4 KiB on a mailbox of its own:
+// traffic that brings the server's garbage collections on.
+func stir(s *server, client *http.Client) {
+	other := s.url + "/v1/mailbox/" + strings.Repeat("f", 64)
+	for range 50 {
+		if resp, err := client.Post(other, "", strings.NewReader(strings.Repeat("x", 4096))); err == nil {
+			resp.Body.Close()
+		}
+		if resp, err := client.Get(other + "?wait_ms=0"); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
 }
 
 // parkPolls opens n long-polls, one per mailbox, and returns once they are
