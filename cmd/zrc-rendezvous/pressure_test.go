@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/polltest"
 )
 
 // Limits under hostile load, against the real process: more ids than
@@ -88,7 +90,7 @@ func TestProcessManyIDsAtMaxMailboxes(t *testing.T) {
 	}
 	// The waiters arrive together, each needing a slot an idle mailbox of
 	// the first part gives up: none may be refused while one is left.
-	waitFor(t, func() bool {
+	polltest.Until(t, "50 long-polls waiting", func() bool {
 		for i := range half {
 			select {
 			case a := <-answers[i]:
@@ -326,7 +328,7 @@ func TestProcessLongPollStormVanishes(t *testing.T) {
 			t.Fatal(err)
 		}
 		sent := time.Since(start)
-		waitFor(t, func() bool {
+		polltest.Until(t, "every long-poll of the storm waiting", func() bool {
 			return metricValue(t, metricsText(t, s), "zrc_rendezvous_waiting_long_polls") == polls
 		})
 		t.Logf("%d long-polls sent in %v, all waiting %v after the first connected",
@@ -336,7 +338,7 @@ func TestProcessLongPollStormVanishes(t *testing.T) {
 			conns[i] = nil
 		}
 		closed := time.Now()
-		waitFor(t, func() bool {
+		polltest.Until(t, "the storm's waiters gone", func() bool {
 			m := metricsText(t, s)
 			return metricValue(t, m, "zrc_rendezvous_waiting_long_polls") == 0 &&
 				metricValue(t, m, "go_goroutines") <= goroutines+goroutineMargin
@@ -373,7 +375,7 @@ func liveHeap(t *testing.T, s *server, mailboxes int) float64 {
 	t.Helper()
 	const swept = "zrc_rendezvous_queue_depth_count"
 	from := metricValue(t, metricsText(t, s), swept)
-	waitFor(t, func() bool { return metricValue(t, metricsText(t, s), swept) >= from+float64(2*(mailboxes+2)) })
+	polltest.Until(t, "two sweeps of every mailbox", func() bool { return metricValue(t, metricsText(t, s), swept) >= from+float64(2*(mailboxes+2)) })
 	client := &http.Client{}
 	gcs := metricValue(t, metricsText(t, s), "go_gc_duration_seconds_count")
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); stir(s, client) {
