@@ -29,7 +29,6 @@ type Delivery struct {
 	Message  Message
 	QueueLen int // messages still queued after this one (R2.8)
 	OK       bool
-	stopped  bool // the actor stopped: Await returns ErrStopped
 }
 
 // PostReply answers an accepted post.
@@ -68,7 +67,8 @@ type postResult struct {
 }
 
 // getCmd asks for the oldest message; with wait set and none queued, the
-// waiter is parked until a message arrives or the caller gives up.
+// waiter is parked until a message arrives, the deadline passes or the
+// caller gives up.
 type getCmd struct {
 	w    *Waiter
 	wait bool
@@ -94,74 +94,98 @@ type stopCmd struct {
 	reply chan []Message
 }
 
-// Waiter states. The actor moves waiting→served before it sends a delivery;
-// the caller moves waiting→cancelled when it gives up. Whoever wins the
-// compare-and-swap decides, so a message is handed to exactly one party.
+// phase is where one receive stands. A Waiter leaves waiting once, by a
+// compare-and-swap, and whoever wins it answers: the actor (served: a
+// message, "none", or the stop), the deadline's timer (expired: "none"),
+// or the caller's Receipt.Cancel (cancelled: nobody is told). So a message
+// is handed to exactly one party.
+type phase uint64
+
 const (
-	waiting int32 = iota
-	served
-	cancelled
+	waiting   phase = iota // parked or on its way to the actor
+	served                 // the actor answered; it is done with the Waiter
+	expired                // the deadline answered "none"; the actor may still list it
+	cancelled              // the caller withdrew it; the actor may still list it
+
+	phaseBits     = 2
+	phaseMask     = 1<<phaseBits - 1
+	oneGeneration = 1 << phaseBits
 )
 
-// Waiter is a receive in progress: Mailbox.Park hands it to the actor, and
-// its Notifier learns when the answer is in, on the goroutine that ended
-// the wait. The caller then takes the answer with Collect, or waits for it
-// in Await. Splitting the two keeps the stack of a parked long-poll
-// shallow: the HTTP handler waits right under its own frame, so that
-// net/http's connection goroutine fits a 4 KiB stack while it waits
-// (docs/performance.md).
+// Waiter is one receive in progress: StartReceive hands it to the actor
+// in a getCmd, and the party that ends the wait tells its Receiver. No
+// goroutine waits on the engine's side, and the Receiver decides where
+// the answer is written: that keeps the stack of a parked long-poll
+// shallow (docs/architecture.md, docs/performance.md). A timer that runs
+// a function, rather than a timer channel, spares every parked long-poll
+// a channel and a wait record.
 //
-// Its one notification comes from whichever party moved it out of
-// waiting: the actor (a message, "none", or a stop, written to got first)
-// or the deadline's timer (got left empty). A timer that runs a function,
-// rather than a Delivery channel and a timer channel, spares every parked
-// long-poll a timer channel, a wait record and the Delivery buffer
-// (docs/performance.md).
+// Served Waiters are reused (Recycler); the generation in state tells a
+// stale Receipt from the receive it names.
 type Waiter struct {
-	ctx    context.Context
-	state  atomic.Int32
-	notify Notifier
-	ready  readySignal // Await's Notifier, made on first use
-	mb     *Mailbox
-	cmd    getCmd      // the command that carries it, allocated with it
-	timer  *time.Timer // runs expire; kept across reuses
-	// timing is set while timer runs for a receive that waits.
+	// state is the receive's generation and, in its low bits, its phase.
+	// StartReceive stores a new generation before the command goes out;
+	// then the actor, the timer and Receipt.Cancel race to move it out of
+	// waiting by compare-and-swap (claim, Receipt.Cancel).
+	state atomic.Uint64
+
+	// Written by StartReceive before the command goes to the actor, then
+	// only read (by the actor, the timer's goroutine and the canceller)
+	// until recycle clears them.
+	ctx context.Context
+	mb  *Mailbox
+	to  Receiver
+	cmd getCmd // the command that carries it, allocated with it
+
+	// timer is made by the first StartReceive that waits and kept across
+	// reuses; its function is expire.
+	timer *time.Timer
+
+	// timing is set by StartReceive while timer runs for a receive that
+	// waits; late is set when the timer could not be stopped (its expire
+	// may still run, so the Waiter is not reused). After StartReceive
+	// both belong to the party that moved state out of waiting, which
+	// runs finish.
 	timing bool
-	// late is set when the timer could not be stopped: its expire may
-	// still run, so the Waiter is not reused.
-	late bool
-	got  Delivery // written before notify is told
+	late   bool
 }
 
-// Notifier learns that a Waiter's answer is in. Notify is called once per
-// Park, on the actor's goroutine or the deadline timer's, possibly before
-// Park has returned, so it carries the Waiter and must return at once;
-// whoever it wakes takes the answer with Collect.
-type Notifier interface{ Notify(*Waiter) }
+// Receiver is told how a receive ended: a message (Delivery.OK), none
+// (the wait passed, or nothing was queued for a receive that does not
+// wait), or an error (ErrStopped when the actor stopped). Received is
+// called once per receive unless Receipt.Cancel withdrew it, on the
+// goroutine that ended the wait: the actor's, the deadline timer's, or
+// the caller's own before StartReceive returns. It must return at once:
+// the actor serves nothing else meanwhile.
+type Receiver interface {
+	Received(d Delivery, err error)
+}
 
-// readySignal is the Notifier Await waits on: a channel with a buffer of
-// one.
-type readySignal chan struct{}
+// claim moves the Waiter from waiting to p, and reports whether it did.
+func (w *Waiter) claim(p phase) bool {
+	old := w.state.Load()
+	return phase(old&phaseMask) == waiting && w.state.CompareAndSwap(old, old|uint64(p))
+}
 
-func (c readySignal) Notify(*Waiter) { c <- struct{}{} }
-
-// answer gives the waiter its delivery; the caller has moved it from
-// waiting to served.
-func (w *Waiter) answer(d Delivery) {
-	w.got = d
-	w.notify.Notify(w)
+// answer tells the Receiver of a waiter the actor has claimed, and gives
+// the Waiter back for reuse: it runs on the actor's goroutine.
+func (w *Waiter) answer(d Delivery, err error) {
+	w.finish()
+	w.to.Received(d, err)
+	w.recycle()
 }
 
 // expire is the deadline of a receive that waits, run by its timer: the
 // answer is "no message" unless the actor or the caller got there first.
 func (w *Waiter) expire() {
-	if w.state.CompareAndSwap(waiting, cancelled) {
-		w.notify.Notify(w)
+	if w.claim(expired) {
+		w.finish()
+		w.to.Received(Delivery{}, nil)
 	}
 }
 
-// gone reports whether the waiter can no longer take a message: its caller
-// gave up or its client has left (Z2).
+// gone reports whether the waiter can no longer take a message: it was
+// answered or withdrawn, or its client has left (Z2).
 func (w *Waiter) gone() bool {
-	return w.state.Load() != waiting || w.ctx.Err() != nil
+	return phase(w.state.Load()&phaseMask) != waiting || w.ctx.Err() != nil
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/guard"
-	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor"
 )
 
 // ErrShuttingDown is the cancel cause cmd gives the root context
@@ -97,8 +96,8 @@ var errorTable = [numCodes]errorRow{
 	codeMessageTooLarge:  {is: []error{errMessageTooLarge}, status: http.StatusRequestEntityTooLarge, code: "message_too_large", message: "message body exceeds max_message_size"},
 	codeRateLimited:      {is: []error{errRateLimited}, status: http.StatusTooManyRequests, code: "rate_limited", message: "rate limit exceeded", retryAfter: true},
 	codeInternal:         {status: http.StatusInternalServerError, code: "internal_error", message: "internal error"},
-	codeOverloaded:       {is: []error{supervisor.ErrOverloaded}, status: http.StatusServiceUnavailable, code: "overloaded", message: "server is at its mailbox or memory limit", retryAfter: true},
-	codeShuttingDown:     {is: []error{ErrShuttingDown, supervisor.ErrClosed, actor.ErrStopped}, status: http.StatusServiceUnavailable, code: "shutting_down", message: "server is shutting down", retryAfter: true},
+	codeOverloaded:       {is: []error{actor.ErrOverloaded}, status: http.StatusServiceUnavailable, code: "overloaded", message: "server is at its mailbox or memory limit", retryAfter: true},
+	codeShuttingDown:     {is: []error{ErrShuttingDown, actor.ErrClosed, actor.ErrStopped}, status: http.StatusServiceUnavailable, code: "shutting_down", message: "server is shutting down", retryAfter: true},
 	codeQueueFull:        {is: []error{actor.ErrQueueFull}, status: http.StatusInsufficientStorage, code: "queue_full", message: "mailbox queue is full"},
 }
 

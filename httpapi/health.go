@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor"
+	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
 )
 
 // health reports liveness and load (R6.1, R6.5, R6.6): 200 "healthy", or
@@ -75,7 +75,7 @@ func (a *api) health(w http.ResponseWriter, r *http.Request) error {
 // reclaimed (R6.5): an empty mailbox without a waiter makes room for a new
 // one at once (Z5), so it leaves the server healthy. A zero limit is not
 // checked.
-func (a *api) overloaded(s supervisor.Snapshot) bool {
+func (a *api) overloaded(s actor.Snapshot) bool {
 	o := &a.opts
 	if o.MemoryLimit > 0 && s.QueuedBytes*10 >= o.MemoryLimit*9 {
 		return true
