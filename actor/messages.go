@@ -1,9 +1,7 @@
 package actor
 
 import (
-	"context"
 	"errors"
-	"sync/atomic"
 	"time"
 )
 
@@ -92,100 +90,4 @@ type evictCmd struct {
 
 type stopCmd struct {
 	reply chan []Message
-}
-
-// phase is where one receive stands. A Waiter leaves waiting once, by a
-// compare-and-swap, and whoever wins it answers: the actor (served: a
-// message, "none", or the stop), the deadline's timer (expired: "none"),
-// or the caller's Receipt.Cancel (cancelled: nobody is told). So a message
-// is handed to exactly one party.
-type phase uint64
-
-const (
-	waiting   phase = iota // parked or on its way to the actor
-	served                 // the actor answered; it is done with the Waiter
-	expired                // the deadline answered "none"; the actor may still list it
-	cancelled              // the caller withdrew it; the actor may still list it
-
-	phaseBits     = 2
-	phaseMask     = 1<<phaseBits - 1
-	oneGeneration = 1 << phaseBits
-)
-
-// Waiter is one receive in progress: StartReceive hands it to the actor
-// in a getCmd, and the party that ends the wait tells its Receiver. No
-// goroutine waits on the engine's side, and the Receiver decides where
-// the answer is written: that keeps the stack of a parked long-poll
-// shallow (docs/architecture.md, docs/performance.md). A timer that runs
-// a function, rather than a timer channel, spares every parked long-poll
-// a channel and a wait record.
-//
-// Served Waiters are reused (Recycler); the generation in state tells a
-// stale Receipt from the receive it names.
-type Waiter struct {
-	// state is the receive's generation and, in its low bits, its phase.
-	// StartReceive stores a new generation before the command goes out;
-	// then the actor, the timer and Receipt.Cancel race to move it out of
-	// waiting by compare-and-swap (claim, Receipt.Cancel).
-	state atomic.Uint64
-
-	// Written by StartReceive before the command goes to the actor, then
-	// only read (by the actor, the timer's goroutine and the canceller)
-	// until recycle clears them.
-	ctx context.Context
-	mb  *Mailbox
-	to  Receiver
-	cmd getCmd // the command that carries it, allocated with it
-
-	// timer is made by the first StartReceive that waits and kept across
-	// reuses; its function is expire.
-	timer *time.Timer
-
-	// timing is set by StartReceive while timer runs for a receive that
-	// waits; late is set when the timer could not be stopped (its expire
-	// may still run, so the Waiter is not reused). After StartReceive
-	// both belong to the party that moved state out of waiting, which
-	// runs finish.
-	timing bool
-	late   bool
-}
-
-// Receiver is told how a receive ended: a message (Delivery.OK), none
-// (the wait passed, or nothing was queued for a receive that does not
-// wait), or an error (ErrStopped when the actor stopped). Received is
-// called once per receive unless Receipt.Cancel withdrew it, on the
-// goroutine that ended the wait: the actor's, the deadline timer's, or
-// the caller's own before StartReceive returns. It must return at once:
-// the actor serves nothing else meanwhile.
-type Receiver interface {
-	Received(d Delivery, err error)
-}
-
-// claim moves the Waiter from waiting to p, and reports whether it did.
-func (w *Waiter) claim(p phase) bool {
-	old := w.state.Load()
-	return phase(old&phaseMask) == waiting && w.state.CompareAndSwap(old, old|uint64(p))
-}
-
-// answer tells the Receiver of a waiter the actor has claimed, and gives
-// the Waiter back for reuse: it runs on the actor's goroutine.
-func (w *Waiter) answer(d Delivery, err error) {
-	w.finish()
-	w.to.Received(d, err)
-	w.recycle()
-}
-
-// expire is the deadline of a receive that waits, run by its timer: the
-// answer is "no message" unless the actor or the caller got there first.
-func (w *Waiter) expire() {
-	if w.claim(expired) {
-		w.finish()
-		w.to.Received(Delivery{}, nil)
-	}
-}
-
-// gone reports whether the waiter can no longer take a message: it was
-// answered or withdrawn, or its client has left (Z2).
-func (w *Waiter) gone() bool {
-	return phase(w.state.Load()&phaseMask) != waiting || w.ctx.Err() != nil
 }

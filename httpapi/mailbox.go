@@ -349,8 +349,8 @@ func (a *api) checkReceive(w http.ResponseWriter, r *http.Request, an *getAnswer
 // a function of its own because copying the quota out of the ticket
 // takes temporaries that would otherwise sit in checkReceive's frame,
 // under which the guard's checks run: the deepest point of a GET before
-// its wait, 32 bytes short of growing the connection's stack to 8 KiB
-// (TestProcessParkedStackFootprint, offstack.go).
+// its wait, where 128 bytes more grew every parked connection's stack to
+// 8 KiB (TestProcessParkedStackFootprint, offstack.go).
 //
 //go:noinline
 func (an *getAnswer) admitted(t guard.Ticket) { an.quota = t.Quota() }
