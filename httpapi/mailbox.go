@@ -148,7 +148,7 @@ func (a *api) acceptPost(w http.ResponseWriter, r *http.Request) (rep actor.Post
 		return rep, id, 0, err
 	}
 	t.Quota().Set(w.Header())
-	if id, err = actor.ParseID(recipientSegment(r)); err != nil {
+	if id, err = recipientID(r); err != nil {
 		return rep, id, 0, err
 	}
 	if err := t.Authorize(w, r, id); err != nil {
@@ -169,7 +169,8 @@ func (a *api) answerPost(w http.ResponseWriter, rep actor.PostReply, id actor.ID
 		return err
 	}
 	// One allocation carries the JSON body and, as substrings of it, both
-	// header values.
+	// header values (measured against plain strconv code: docs/performance.md,
+	// "Micro-optimisations re-measured").
 	var buf [80]byte
 	b := append(buf[:0], `{"sequence":`...)
 	seqAt := len(b)
@@ -325,7 +326,7 @@ func (a *api) checkReceive(w http.ResponseWriter, r *http.Request, an *getAnswer
 	if r.ContentLength != 0 {
 		return id, 0, errUnexpectedBody
 	}
-	if id, err = actor.ParseID(recipientSegment(r)); err != nil {
+	if id, err = recipientID(r); err != nil {
 		return id, 0, err
 	}
 	if err := t.Authorize(w, r, id); err != nil {

@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -54,16 +53,13 @@ var (
 
 // routes lists every endpoint. Each known path also gets a method-less
 // pattern answering 405 with its Allow header, and "/" answers 404, so
-// ServeMux's own plain-text 404 and 405 never reach a client (Z8).
+// ServeMux's own plain-text 404 and 405 never reach a client (Z8). The
+// mailbox endpoints are in mailbox.go; they write their answers on an
+// answer goroutine (offstack.go says why).
 func (a *api) routes(set *metrics.Set) http.Handler {
 	mux := http.NewServeMux()
-	rt := &router{
-		mux:     mux,
-		post:    &postEndpoint{a.endpoint(routeMailbox, nil)},
-		receive: &receiveEndpoint{a.endpoint(routeMailbox, nil)},
-	}
-	mux.Handle("POST "+mailboxPrefix+"{id}", rt.post)   // R1.1
-	mux.Handle("GET "+mailboxPrefix+"{id}", rt.receive) // R2.1
+	mux.Handle("POST "+mailboxPrefix+"{id}", &postEndpoint{a.endpoint(routeMailbox, nil)})   // R1.1
+	mux.Handle("GET "+mailboxPrefix+"{id}", &receiveEndpoint{a.endpoint(routeMailbox, nil)}) // R2.1
 	// Z7: ServeMux lets a GET pattern answer HEAD, and a HEAD must never
 	// consume a message, so HEAD gets its own 405 pattern.
 	mux.Handle("HEAD "+mailboxPrefix+"{id}", a.endpoint(routeMailbox, methodNotAllowed(allowMailbox)))
@@ -86,45 +82,14 @@ func (a *api) routes(set *metrics.Set) http.Handler {
 	mux.Handle("/", a.endpoint(routeOther, func(http.ResponseWriter, *http.Request) error {
 		return errNotFound
 	}))
-	return rt
+	return mux
 }
 
 // mailboxPrefix is the mailbox routes' path up to the recipient id.
 const mailboxPrefix = "/v1/mailbox/"
 
-// router sends a GET or POST whose path is the mailbox prefix and a
-// recipient id's 64 characters, written plainly, straight to its endpoint,
-// and every other request through mux. ServeMux would route the same
-// requests to the same endpoints (TestRouterAgreesWithServeMux); skipping
-// its pattern matching saves each mailbox request the path's unescaping,
-// and under every parked long-poll router's frame (72 B) stands in for
-// ServeMux's (88 B).
-type router struct {
-	mux     *http.ServeMux
-	post    *postEndpoint
-	receive *receiveEndpoint
-}
-
-func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if id, ok := strings.CutPrefix(r.URL.Path, mailboxPrefix); ok && len(id) == 2*actor.IDLen &&
-		r.URL.RawPath == "" && strings.IndexByte(id, '/') < 0 {
-		switch r.Method {
-		case http.MethodPost:
-			rt.post.ServeHTTP(w, r)
-			return
-		case http.MethodGet:
-			rt.receive.ServeHTTP(w, r)
-			return
-		}
-	}
-	rt.mux.ServeHTTP(w, r)
-}
-
-// recipientSegment is the path segment after the mailbox prefix: the
-// {id} ServeMux matched, or the one router checked.
-func recipientSegment(r *http.Request) string {
-	return strings.TrimPrefix(r.URL.Path, mailboxPrefix)
-}
+// recipientID parses the {id} the mailbox routes matched.
+func recipientID(r *http.Request) (actor.ID, error) { return actor.ParseID(r.PathValue("id")) }
 
 // handlerFunc is a handler that reports failure as an error for writeError
 // instead of writing it itself.
