@@ -169,9 +169,10 @@ func (c getCommand) PostCondition(st commands.State, result commands.Result) *go
 func (c getCommand) String() string { return fmt.Sprintf("Get(%d)", c.box) }
 
 // cancelCommand is a long-poll whose client leaves: before its receive
-// reaches the actor (early), or while it is parked on an empty mailbox.
-// Either way it takes nothing (Z2) and is withdrawn through its Receipt,
-// as the HTTP layer withdraws it.
+// reaches the actor (early: the actor must skip it, Z2, even with
+// messages queued), or while it is parked on an empty mailbox. Either way
+// it takes nothing and is withdrawn through its Receipt, as the HTTP
+// layer withdraws it.
 type cancelCommand struct {
 	box   int
 	early bool
@@ -186,15 +187,18 @@ type cancelResult struct {
 func (c cancelCommand) Run(x commands.SystemUnderTest) commands.Result {
 	u := x.(*sut)
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	if c.early {
 		cancel()
-	} else {
-		go func() {
-			synctest.Wait() // parked
-			cancel()
-		}()
 	}
-	d, err := u.s.Receive(ctx, id(c.box), time.Minute)
+	got := make(answers, 1)
+	rc, err := u.s.StartReceive(ctx, id(c.box), time.Minute, got)
+	var d actor.Delivery
+	if err == nil {
+		synctest.Wait() // the actor has seen it (and parked it, if not early)
+		cancel()
+		d, err = got.await(ctx, rc)
+	}
 	synctest.Wait()
 	return cancelResult{d: d, err: err, waiting: u.s.Snapshot().Waiting}
 }

@@ -32,6 +32,12 @@ func (s *Supervisor) receiveInto(ctx context.Context, id actor.ID, wait time.Dur
 	if err != nil {
 		return actor.Delivery{}, err
 	}
+	return got.await(ctx, rc)
+}
+
+// await waits for the answer to the receive rc names, withdrawing it
+// when ctx ends first.
+func (got answers) await(ctx context.Context, rc actor.Receipt) (actor.Delivery, error) {
 	var a answer
 	select {
 	case a = <-got:
