@@ -101,6 +101,12 @@ func (e *receiveEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // getAnswer carries an admitted GET to its answer: the quota for its
 // headers, the source's long-poll count to release, and what the receive
 // got. api.getAnswers keeps them, with their done channels, for reuse.
+//
+// It passes from goroutine to goroutine, one at a time: the handler's
+// goroutine fills it up to StartReceive; Received (on the goroutine that
+// ended the wait) or fail (on the handler's, once Cancel won) writes got
+// and err and hands it on; the answer goroutine reads it all and sends
+// on done; then the handler's goroutine recycles it.
 type getAnswer struct {
 	offStack
 	quota guard.Quota // set on the answer, not before the wait
