@@ -6,8 +6,6 @@ import (
 	"time"
 )
 
-// BenchmarkPostReceive is the engine's post→get path on one mailbox: two
-// round trips through the actor's inbox.
 // benchMailbox starts a mailbox with a Recycler, as the supervisor's are.
 func benchMailbox(b *testing.B) *Mailbox {
 	mb := Start(ID{9}, &Options{MaxQueueLength: 100, TTL: time.Minute, Now: time.Now, Stats: &Stats{}, Recycler: &Recycler{}}, 0, nil)
@@ -15,23 +13,25 @@ func benchMailbox(b *testing.B) *Mailbox {
 	return mb
 }
 
+// BenchmarkPostReceive is the engine's post→get path on one mailbox: two
+// round trips through the actor's inbox.
 func BenchmarkPostReceive(b *testing.B) {
 	mb := benchMailbox(b)
 	body := make([]byte, 1024)
 	ctx := context.Background()
+	got := make(answers, 1)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := mb.Post(body); err != nil {
 			b.Fatal(err)
 		}
-		w, err := mb.Park(ctx, 0, nil)
+		rc, err := mb.StartReceive(ctx, 0, got)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := w.Await(); err != nil || !w.Delivery().OK {
+		if d, err := got.await(ctx, rc); err != nil || !d.OK {
 			b.Fatal("no delivery")
 		}
-		w.Release()
 	}
 }
 
@@ -40,18 +40,18 @@ func BenchmarkHandoff(b *testing.B) {
 	mb := benchMailbox(b)
 	body := make([]byte, 1024)
 	ctx := context.Background()
+	got := make(answers, 1)
 	b.ReportAllocs()
 	for b.Loop() {
-		w, err := mb.Park(ctx, time.Minute, nil)
+		rc, err := mb.StartReceive(ctx, time.Minute, got)
 		if err != nil {
 			b.Fatal(err)
 		}
 		if _, err := mb.Post(body); err != nil {
 			b.Fatal(err)
 		}
-		if err := w.Await(); err != nil || !w.Delivery().OK {
+		if d, err := got.await(ctx, rc); err != nil || !d.OK {
 			b.Fatal("no delivery")
 		}
-		w.Release()
 	}
 }

@@ -8,11 +8,18 @@
 // most one goroutine serves a mailbox at any time, so the state is still
 // owned by exactly one goroutine at a time. A parked long-poll needs no
 // goroutine on the actor's side (its Waiter sits in the actor's list and
-// its caller enforces the deadline), so an idle mailbox or one with a
-// waiting long-poll costs its struct, not a 2 KiB stack and a goroutine
-// descriptor: that is what brings a waiting long-poll within 15 % of the
+// a timer that runs a function ends its wait), so an idle mailbox or one
+// with a waiting long-poll costs its struct, not a 2 KiB stack and a
+// goroutine descriptor: that is what brings a waiting long-poll within 15 % of the
 // bare net/http baseline's memory (docs/architecture.md,
 // docs/performance.md).
+//
+// A receive is the engine's from start to answer: StartReceive parks it,
+// and whichever party ends the wait — the actor with a message, "none" or
+// its stop, the deadline's timer with "none" — tells the caller's
+// Receiver, once; the caller's Receipt withdraws it instead when its
+// client leaves. Timers, pooling and the order of the Waiter's release are
+// inside this package (docs/architecture.md, "The receive lifecycle").
 package actor
 
 import (
@@ -60,11 +67,11 @@ type Mailbox struct {
 	inbox chan command  // unbuffered: a command is either taken by run or refused through done
 	done  chan struct{} // closed by run when the actor stops
 
-	// pending counts the senders committed to the inbox and not yet served;
-	// running is set while a goroutine serves the actor (and for ever once
-	// it stopped, so that nobody starts another). See send and run.
-	pending atomic.Int32
-	running atomic.Bool
+	// life is the actor's runState and, above it, the number of senders
+	// committed to the inbox and not yet served, in one word, so that one
+	// compare-and-swap decides between "hibernate" and "serve the next
+	// sender" (see send and run).
+	life atomic.Uint64
 
 	// Published by run after every command, read lock-free by the reaper
 	// and the supervisor to pick eviction and reclaim candidates.
@@ -74,8 +81,8 @@ type Mailbox struct {
 	waiters     atomic.Int32 // parked waiters, some possibly gone
 	// busy is holdsMessages while the queue is not empty (set by the
 	// actor in enqueued and dequeued, before it answers), plus
-	// busyPerWaiter for each long-poll from Park until its caller collects
-	// or cancels it; Stats.Busy counts the mailboxes where it is not 0.
+	// busyPerWaiter for each long-poll from StartReceive until it is
+	// answered or cancelled; Stats.Busy counts the mailboxes where it is not 0.
 	busy atomic.Int32
 
 	// Owned by run.
@@ -86,18 +93,30 @@ type Mailbox struct {
 	stopping bool
 }
 
+// runState is what serves an actor: nobody (it hibernates), a goroutine
+// running its commands, or nobody ever again. Mailbox.life holds it in its
+// low bits.
+type runState uint64
+
+const (
+	hibernating runState = iota // no goroutine; the next sender starts one
+	running                     // a goroutine serves the inbox
+	stopped                     // run has returned for good; senders get ErrStopped
+
+	stateBits = 2
+	stateMask = 1<<stateBits - 1
+	oneSender = 1 << stateBits // one sender counted in Mailbox.life
+)
+
+// state is the actor's runState.
+func (m *Mailbox) state() runState { return runState(m.life.Load() & stateMask) }
+
 // Start makes the actor; its goroutine starts with the first command.
 // firstSeq is the sequence of the first message posted here (R1.7);
 // restore holds messages carried over from a state file, oldest first,
-// with sequences below firstSeq. It runs on a GET's goroutine when the GET
-// creates the mailbox, the deepest point of that stack, so its frame is
-// kept small: fields are set one by one rather than from a literal.
+// with sequences below firstSeq.
 func Start(id ID, opts *Options, firstSeq uint64, restore []Message) *Mailbox {
-	m := new(Mailbox)
-	m.id, m.opts = id, opts
-	m.inbox = make(chan command)
-	m.done = make(chan struct{})
-	m.nextSeq, m.pruneAt = firstSeq, 8
+	m := &Mailbox{id: id, opts: opts, inbox: make(chan command), done: make(chan struct{}), nextSeq: firstSeq, pruneAt: 8}
 	m.lastActive.Store(opts.Now().UnixNano())
 	for _, msg := range restore {
 		m.q.pushBack(msg)
@@ -162,35 +181,36 @@ func (m *Mailbox) holding(yes bool) {
 }
 
 // run serves cmd, then the inbox while senders are pending, then
-// hibernates. A sender counts itself in pending before it starts the
-// goroutine or sends, so the goroutine never waits on an inbox that nobody
-// will send to, and a sender never sends to an inbox that nobody will read:
-// the goroutine clears running, then looks at pending once more and takes
-// running back if a sender came in between (if that sender already took
-// running, it has started the next goroutine and this one returns). Go's
-// atomics are sequentially consistent, which is what this handshake needs;
-// they also order one goroutine's writes to the actor's state before the
-// next one's reads.
+// hibernates. A sender counts itself in life before it starts the
+// goroutine or sends, and run hibernates only by a compare-and-swap that
+// finds no sender counted: so the goroutine never waits on an inbox that
+// nobody will send to, and a sender never sends to an inbox that nobody
+// will read. Go's atomics are sequentially consistent; they also order one
+// goroutine's writes to the actor's state before the next one's reads.
 func (m *Mailbox) run(cmd command) {
 	for {
-		m.pending.Add(-1)
+		m.life.Add(^uint64(oneSender - 1)) // this command's sender is served
 		cmd.handle(m)
 		m.publish()
 		if m.stopping {
 			break
 		}
-		if m.pending.Load() == 0 {
-			m.running.Store(false)
-			if m.pending.Load() == 0 || !m.running.CompareAndSwap(false, true) {
-				return
-			}
+		if m.life.CompareAndSwap(uint64(running), uint64(hibernating)) {
+			return
 		}
-		cmd = <-m.inbox
+		cmd = <-m.inbox // a sender is counted: it is on its way
 	}
 	if m.opts.OnStop != nil {
 		m.opts.OnStop(m)
 	}
-	close(m.done) // running stays set: a stopped actor is never started again
+	for {
+		// Senders still counted find done closed.
+		old := m.life.Load()
+		if m.life.CompareAndSwap(old, old&^stateMask|uint64(stopped)) {
+			break
+		}
+	}
+	close(m.done)
 }
 
 // send hands cmd to the actor: to a new goroutine if the actor hibernates
@@ -199,10 +219,18 @@ func (m *Mailbox) run(cmd command) {
 // context: a running actor serves every pending sender after a few
 // commands' work, and each command's work is bounded.
 func (m *Mailbox) send(cmd command) error {
-	m.pending.Add(1)
-	if m.running.CompareAndSwap(false, true) {
-		go m.run(cmd)
-		return nil
+	for {
+		old := m.life.Load()
+		if runState(old&stateMask) == hibernating {
+			if m.life.CompareAndSwap(old, uint64(running)|oneSender) {
+				go m.run(cmd)
+				return nil
+			}
+			continue
+		}
+		if m.life.CompareAndSwap(old, old+oneSender) {
+			break
+		}
 	}
 	select {
 	case m.inbox <- cmd:
@@ -260,25 +288,116 @@ func (r *Recycler) waiter() *Waiter {
 	return new(Waiter)
 }
 
-// Park asks for the oldest message and returns at once. When the answer
-// is in, n is told (nil: the caller waits in Await) and the caller takes
-// it with Collect; a caller that gives up first calls Cancel. The only
-// error is ErrStopped; ctx is the caller's: a waiter whose context has
-// ended is never handed a message.
+// phase is where one receive stands. A Waiter leaves waiting once, by a
+// compare-and-swap, and whoever wins it answers: the actor (served: a
+// message, "none", or the stop), the deadline's timer (expired: "none"),
+// or the caller's Receipt.Cancel (cancelled: nobody is told). So a message
+// is handed to exactly one party.
+type phase uint64
+
+const (
+	waiting   phase = iota // parked or on its way to the actor
+	served                 // the actor answered; it is done with the Waiter
+	expired                // the deadline answered "none"; the actor may still list it
+	cancelled              // the caller withdrew it; the actor may still list it
+
+	phaseBits     = 2
+	phaseMask     = 1<<phaseBits - 1
+	oneGeneration = 1 << phaseBits
+)
+
+// Waiter is one receive in progress: StartReceive hands it to the actor
+// in a getCmd, and the party that ends the wait tells its Receiver. No
+// goroutine waits on the engine's side, and the Receiver decides where
+// the answer is written: that keeps the stack of a parked long-poll
+// shallow (docs/architecture.md, docs/performance.md). A timer that runs
+// a function, rather than a timer channel, spares every parked long-poll
+// a channel and a wait record.
 //
-// Everything the answer's collector reads is set before the command goes
-// to the actor: from then on the answer may be collected on another
-// goroutine at any moment.
-func (m *Mailbox) Park(ctx context.Context, wait time.Duration, n Notifier) (*Waiter, error) {
-	w := m.opts.Recycler.waiter()
-	if n == nil {
-		if w.ready == nil {
-			w.ready = make(readySignal, 1)
-		}
-		n = w.ready
+// Served Waiters are reused (Recycler); the generation in state tells a
+// stale Receipt from the receive it names.
+type Waiter struct {
+	// state is the receive's generation and, in its low bits, its phase.
+	// StartReceive stores a new generation before the command goes out;
+	// then the actor, the timer and Receipt.Cancel race to move it out of
+	// waiting by compare-and-swap (claim, Receipt.Cancel).
+	state atomic.Uint64
+
+	// Written by StartReceive before the command goes to the actor, then
+	// only read (by the actor, the timer's goroutine and the canceller)
+	// until recycle clears them.
+	ctx context.Context
+	mb  *Mailbox
+	to  Receiver
+	cmd getCmd // the command that carries it, allocated with it
+
+	// timer is made by the first StartReceive that waits and kept across
+	// reuses; its function is expire.
+	timer *time.Timer
+
+	// timing is set by StartReceive while timer runs for a receive that
+	// waits; late is set when the timer could not be stopped (its expire
+	// may still run, so the Waiter is not reused). After StartReceive
+	// both belong to the party that moved state out of waiting, which
+	// runs finish.
+	timing bool
+	late   bool
+}
+
+// Receiver is told how a receive ended: a message (Delivery.OK), none
+// (the wait passed, or nothing was queued for a receive that does not
+// wait), or an error (ErrStopped when the actor stopped). Received is
+// called once per receive unless Receipt.Cancel withdrew it, on the
+// goroutine that ended the wait: the actor's, the deadline timer's, or
+// the caller's own before StartReceive returns. It must return at once:
+// the actor serves nothing else meanwhile.
+type Receiver interface {
+	Received(d Delivery, err error)
+}
+
+// claim moves the Waiter from waiting to p, and reports whether it did.
+func (w *Waiter) claim(p phase) bool {
+	old := w.state.Load()
+	return phase(old&phaseMask) == waiting && w.state.CompareAndSwap(old, old|uint64(p))
+}
+
+// answer tells the Receiver of a waiter the actor has claimed, and gives
+// the Waiter back for reuse: it runs on the actor's goroutine.
+func (w *Waiter) answer(d Delivery, err error) {
+	w.finish()
+	w.to.Received(d, err)
+	w.recycle()
+}
+
+// expire is the deadline of a receive that waits, run by its timer: the
+// answer is "no message" unless the actor or the caller got there first.
+func (w *Waiter) expire() {
+	if w.claim(expired) {
+		w.finish()
+		w.to.Received(Delivery{}, nil)
 	}
-	w.ctx, w.mb, w.notify = ctx, m, n
-	w.state.Store(waiting)
+}
+
+// gone reports whether the waiter can no longer take a message: it was
+// answered or withdrawn, or its client has left (Z2).
+func (w *Waiter) gone() bool {
+	return phase(w.state.Load()&phaseMask) != waiting || w.ctx.Err() != nil
+}
+
+// StartReceive asks for the oldest message and returns at once. to is
+// told the answer once, on the goroutine that ended the wait (see
+// Receiver), unless the returned Receipt's Cancel withdraws the receive
+// first. The only error is ErrStopped, and then to is never told. ctx is
+// the caller's: a receive whose context has ended is never handed a
+// message (Z2); its caller cancels it.
+//
+// Everything the actor and the deadline read is set before the command
+// goes to the actor: from then on the answer may come at any moment.
+func (m *Mailbox) StartReceive(ctx context.Context, wait time.Duration, to Receiver) (Receipt, error) {
+	w := m.opts.Recycler.waiter()
+	w.ctx, w.mb, w.to = ctx, m, to
+	gen := w.state.Load()&^phaseMask + oneGeneration // phase waiting
+	w.state.Store(gen)
 	w.cmd = getCmd{w: w, wait: wait > 0}
 	if wait > 0 {
 		w.timing = true
@@ -290,60 +409,41 @@ func (m *Mailbox) Park(ctx context.Context, wait time.Duration, n Notifier) (*Wa
 		}
 		w.timer.Reset(wait)
 	}
+	rc := Receipt{w: w, gen: gen}
 	if err := m.send(&w.cmd); err != nil {
-		if !w.Cancel() {
+		if !rc.Cancel() {
 			// The deadline came first and its "no message" is on its
-			// way to n: that is the answer.
-			return w, nil
+			// way to to: that is the answer.
+			return rc, nil
 		}
-		w.state.Store(served) // the actor never saw it: reusable
-		w.Release()
-		return nil, err
+		w.state.Store(gen | uint64(served)) // the actor never saw it: reusable
+		w.recycle()
+		return Receipt{}, err
 	}
-	return w, nil
+	return rc, nil
 }
 
-// Await waits for the answer to a Park without a Notifier and keeps it for
-// Delivery: a message, or OK=false when the wait passed. It returns ctx's
-// cause when the caller's context ended, or ErrStopped when the actor
-// stopped (only Close stops an actor with live waiters).
-func (w *Waiter) Await() error {
-	select {
-	case <-w.ready:
-	case <-w.ctx.Done():
-		if w.Cancel() {
-			return context.Cause(w.ctx)
-		}
-		// The actor or the deadline answered first; the answer is sent.
-		<-w.ready
-	}
-	return w.Collect()
+// Receipt names one receive to the caller of StartReceive, so that it can
+// withdraw it. It stays harmless after the receive has ended: the Waiter,
+// once reused, carries another generation.
+type Receipt struct {
+	w   *Waiter
+	gen uint64 // the Waiter's state word while this receive waits
 }
 
 // Cancel withdraws a receive whose answer has not come, and reports
-// whether it did: false means the answer is in or on its way to the
-// Notifier, to be collected.
-func (w *Waiter) Cancel() bool {
-	if !w.state.CompareAndSwap(waiting, cancelled) {
+// whether it did: then its Receiver is never told. False means the answer
+// has been or is being given to the Receiver (or there was no receive).
+func (r Receipt) Cancel() bool {
+	if r.w == nil || !r.w.state.CompareAndSwap(r.gen, r.gen|uint64(cancelled)) {
 		return false
 	}
-	w.finish()
+	r.w.finish()
 	return true
 }
 
-// Collect takes the answer once the Notifier was told, keeping it for
-// Delivery; ErrStopped when the actor stopped.
-func (w *Waiter) Collect() error {
-	w.finish()
-	if w.got.stopped {
-		w.got = Delivery{}
-		return ErrStopped
-	}
-	return nil
-}
-
-// finish releases what a waiting receive held; it runs once, from Cancel
-// or Collect.
+// finish releases what a waiting receive held; whoever moved the Waiter
+// out of waiting runs it, once.
 func (w *Waiter) finish() {
 	if w.timing {
 		w.late = !w.timer.Stop()
@@ -353,21 +453,17 @@ func (w *Waiter) finish() {
 	}
 }
 
-// Delivery is the answer Collect or Await took.
-func (w *Waiter) Delivery() Delivery { return w.got }
-
-// Release gives the Waiter back for reuse once its caller has read the
-// Delivery; the Waiter must not be used afterwards. Only a waiter the actor
-// served is reused: the actor is done with it once its answer was taken. A
+// recycle gives a served Waiter back for reuse. Only a waiter the actor
+// served is reused: the actor is done with it once it has answered. A
 // waiter its caller cancelled may still sit in the actor's list until the
 // next prune, and one whose timer fired as it was served may still run
 // expire, so those are left to the garbage collector.
-func (w *Waiter) Release() {
-	if w.state.Load() != served || w.late || w.mb.opts.Recycler == nil {
+func (w *Waiter) recycle() {
+	if phase(w.state.Load()&phaseMask) != served || w.late || w.mb.opts.Recycler == nil {
 		return
 	}
 	r := w.mb.opts.Recycler
-	w.ctx, w.mb, w.notify, w.got, w.cmd = nil, nil, nil, Delivery{}, getCmd{}
+	w.ctx, w.mb, w.to, w.cmd = nil, nil, nil, getCmd{}
 	r.waiters.Put(w)
 }
 
@@ -430,7 +526,7 @@ func (c *postCmd) handle(m *Mailbox) {
 	m.nextSeq++
 	m.opts.Stats.Posted.Add(1)
 	if w := m.liveWaiter(); w != nil {
-		// The POST is answered first: whoever the waiter's Notifier wakes
+		// The POST is answered first: whoever the waiter's Receiver wakes
 		// to write the delivery is then what this processor runs next,
 		// rather than the POST's goroutine (docs/architecture.md).
 		c.reply <- postResult{r: PostReply{Seq: msg.Seq}}
@@ -448,11 +544,11 @@ func (c *getCmd) handle(m *Mailbox) {
 	m.dropExpired(now)
 	w := c.w
 	if m.q.len() > 0 || !c.wait {
-		if w.ctx.Err() != nil || !w.state.CompareAndSwap(waiting, served) {
-			return // the caller has gone: nothing leaves the queue (Z2)
+		if w.ctx.Err() != nil || !w.claim(served) {
+			return // the caller has gone and cancels: nothing leaves the queue (Z2)
 		}
 		if m.q.len() == 0 {
-			w.answer(Delivery{})
+			w.answer(Delivery{}, nil)
 			return
 		}
 		msg := m.q.popFront()
@@ -508,11 +604,10 @@ func (c *stopCmd) handle(m *Mailbox) {
 		m.dequeued(msg)
 		msgs = append(msgs, msg)
 	}
-	// Parked waiters learn of the stop from their answer (Await does not
-	// watch done).
+	// Parked waiters learn of the stop from their answer.
 	for _, w := range m.parked {
-		if w.state.CompareAndSwap(waiting, served) {
-			w.answer(Delivery{stopped: true})
+		if w.claim(served) {
+			w.answer(Delivery{}, ErrStopped)
 		}
 	}
 	m.parked = nil
@@ -533,7 +628,7 @@ func (m *Mailbox) handoff(msg Message) bool {
 // deliver answers w, which the actor has moved to served, with msg.
 func (m *Mailbox) deliver(w *Waiter, msg Message) {
 	m.opts.Stats.Delivered.Add(1)
-	w.answer(Delivery{Message: msg, QueueLen: m.q.len(), OK: true})
+	w.answer(Delivery{Message: msg, QueueLen: m.q.len(), OK: true}, nil)
 }
 
 // liveWaiter takes the oldest live waiter out of the list and moves it to
@@ -543,7 +638,7 @@ func (m *Mailbox) liveWaiter() *Waiter {
 		w := m.parked[0]
 		m.parked[0] = nil
 		m.parked = m.parked[1:]
-		if w.ctx.Err() != nil || !w.state.CompareAndSwap(waiting, served) {
+		if w.ctx.Err() != nil || !w.claim(served) {
 			continue
 		}
 		return w

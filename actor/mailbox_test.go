@@ -147,18 +147,18 @@ func TestHandoffSkipsDoneContext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mb, _ := startTest(t, 10)
 		ctx, cancel := context.WithCancel(context.Background())
-		w := &Waiter{ctx: ctx, ready: make(readySignal, 1), mb: mb}
-		w.notify = w.ready
-		if err := mb.send(&getCmd{w: w, wait: true}); err != nil {
+		got := make(answers, 1)
+		if _, err := mb.StartReceive(ctx, time.Minute, got); err != nil {
 			t.Fatal(err)
 		}
+		synctest.Wait()
 		cancel()
 		if r := mustPost(t, mb, "x"); r.QueueLen != 1 {
 			t.Fatalf("queue length %d; want 1: message went to a gone waiter", r.QueueLen)
 		}
 		select {
-		case <-w.ready:
-			t.Fatalf("gone waiter got %+v", w.got)
+		case a := <-got:
+			t.Fatalf("gone waiter got %+v", a)
 		default:
 		}
 	})
@@ -418,17 +418,17 @@ func TestRecyclerNeverReusesCancelledWaiter(t *testing.T) {
 		mb := Start(ID{6}, &Options{MaxQueueLength: 10, TTL: testTTL, Now: time.Now, Stats: &Stats{}, Recycler: &Recycler{}}, 0, nil)
 		defer mb.Stop()
 		ctx, cancel := context.WithCancel(context.Background())
-		w, err := mb.Park(ctx, time.Minute, nil)
+		got := make(answers, 1)
+		rc, err := mb.StartReceive(ctx, time.Minute, got)
 		if err != nil {
 			t.Fatal(err)
 		}
 		synctest.Wait()
 		cancel()
-		if err := w.Await(); !errors.Is(err, context.Canceled) {
-			t.Fatalf("Await: %v; want context.Canceled", err)
+		if _, err := got.await(ctx, rc); !errors.Is(err, context.Canceled) {
+			t.Fatalf("receive: %v; want context.Canceled", err)
 		}
-		w.Release()
-		neverHandedOutAgain(t, mb, w)
+		neverHandedOutAgain(t, mb, rc.w)
 	})
 }
 
@@ -436,19 +436,19 @@ func TestRecyclerNeverReusesCancelledWaiter(t *testing.T) {
 // waiter from its Recycler, and fails if one of them is w.
 func neverHandedOutAgain(t *testing.T, mb *Mailbox, w *Waiter) {
 	t.Helper()
+	got := make(answers, 1)
 	for i := range 100 {
 		mustPost(t, mb, "y")
-		next, err := mb.Park(context.Background(), time.Minute, nil)
+		rc, err := mb.StartReceive(context.Background(), time.Minute, got)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if next == w {
+		if rc.w == w {
 			t.Fatalf("round %d: the waiter was handed out again", i)
 		}
-		if err := next.Await(); err != nil || string(next.Delivery().Message.Body) != "y" {
-			t.Fatalf("round %d: got %+v, %v", i, next.Delivery(), err)
+		if d, err := got.await(context.Background(), rc); err != nil || string(d.Message.Body) != "y" {
+			t.Fatalf("round %d: got %+v, %v", i, d, err)
 		}
-		next.Release()
 	}
 }
 
@@ -459,19 +459,56 @@ func TestRecyclerNeverReusesWaiterWithLateTimer(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mb := Start(ID{7}, &Options{MaxQueueLength: 10, TTL: testTTL, Now: time.Now, Stats: &Stats{}, Recycler: &Recycler{}}, 0, nil)
 		defer mb.Stop()
-		w, err := mb.Park(context.Background(), time.Minute, nil)
+		rc, err := mb.StartReceive(context.Background(), time.Minute, make(answers, 1))
 		if err != nil {
 			t.Fatal(err)
 		}
 		synctest.Wait()
-		mustPost(t, mb, "x") // served ...
-		time.Sleep(time.Minute)
-		synctest.Wait() // ... and the deadline passed before Await ran
-		if err := w.Await(); err != nil || string(w.Delivery().Message.Body) != "x" {
-			t.Fatalf("Await: %+v, %v; want the message x", w.Delivery(), err)
+		// The actor claims it as served (answer's first step) ...
+		w := rc.w
+		if !w.claim(served) {
+			t.Fatal("claim of a waiting receive lost")
 		}
-		w.Release()
+		time.Sleep(time.Minute)
+		synctest.Wait() // ... and the deadline passes before it stops the timer
+		w.answer(Delivery{}, nil)
+		if !w.late {
+			t.Fatal("the timer was stopped; want it late")
+		}
 		neverHandedOutAgain(t, mb, w)
+	})
+}
+
+// A Receipt names one receive: once its Waiter is served and reused, the
+// old Receipt's Cancel neither wins nor withdraws the receive now using
+// the Waiter.
+func TestStaleReceiptCancelsNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb := Start(ID{8}, &Options{MaxQueueLength: 10, TTL: testTTL, Now: time.Now, Stats: &Stats{}, Recycler: &Recycler{}}, 0, nil)
+		defer mb.Stop()
+		got := make(answers, 1)
+		mustPost(t, mb, "a")
+		old, err := mb.StartReceive(context.Background(), 0, got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, err := got.await(context.Background(), old); err != nil || string(d.Message.Body) != "a" {
+			t.Fatalf("first receive: %+v, %v", d, err)
+		}
+		rc, err := mb.StartReceive(context.Background(), time.Minute, got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rc.w != old.w {
+			t.Skip("the pool did not hand the Waiter back; nothing to check")
+		}
+		if old.Cancel() {
+			t.Fatal("a stale Receipt cancelled the receive now using its Waiter")
+		}
+		mustPost(t, mb, "b")
+		if d, err := got.await(context.Background(), rc); err != nil || string(d.Message.Body) != "b" {
+			t.Fatalf("second receive: %+v, %v; want b", d, err)
+		}
 	})
 }
 
@@ -480,7 +517,8 @@ func TestRecyclerNeverReusesWaiterWithLateTimer(t *testing.T) {
 func TestDeadlineAnswersNoneAndKeepsNextMessage(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mb, st := startTest(t, 10)
-		w, err := mb.Park(context.Background(), time.Second, nil)
+		got := make(answers, 1)
+		rc, err := mb.StartReceive(context.Background(), time.Second, got)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -488,10 +526,11 @@ func TestDeadlineAnswersNoneAndKeepsNextMessage(t *testing.T) {
 			t.Fatalf("Waiting = %d while parked; want 1", st.Waiting.Load())
 		}
 		time.Sleep(time.Second)
-		if err := w.Await(); err != nil {
-			t.Fatalf("Await: %v; want nil", err)
+		d, err := got.await(context.Background(), rc)
+		if err != nil {
+			t.Fatalf("receive: %v; want nil", err)
 		}
-		if d := w.Delivery(); d.OK || d.Message.Body != nil {
+		if d.OK || d.Message.Body != nil {
 			t.Fatalf("Delivery = %+v; want none", d)
 		}
 		if st.Waiting.Load() != 0 {
@@ -512,22 +551,19 @@ func TestActorHibernatesBetweenCommands(t *testing.T) {
 		hibernating := func(after string) {
 			t.Helper()
 			synctest.Wait()
-			if mb.running.Load() || mb.pending.Load() != 0 {
-				t.Fatalf("after %s: running %v, pending %d; want a hibernating actor", after, mb.running.Load(), mb.pending.Load())
+			if l := mb.life.Load(); l != uint64(hibernating) {
+				t.Fatalf("after %s: state %d, senders %d; want a hibernating actor", after, l&stateMask, l>>stateBits)
 			}
 		}
 		hibernating("start")
 		mustPost(t, mb, "a")
 		hibernating("a post")
-		w, err := mb.Park(context.Background(), time.Minute, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Await(); err != nil || string(w.Delivery().Message.Body) != "a" {
-			t.Fatalf("got %+v, %v; want a", w.Delivery(), err)
+		if d := mustReceive(t, mb, time.Minute); string(d.Message.Body) != "a" {
+			t.Fatalf("got %+v; want a", d)
 		}
 		hibernating("a get")
-		w, err = mb.Park(context.Background(), time.Minute, nil) // nothing queued: parks
+		got := make(answers, 1)
+		rc, err := mb.StartReceive(context.Background(), time.Minute, got) // nothing queued: parks
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -535,10 +571,17 @@ func TestActorHibernatesBetweenCommands(t *testing.T) {
 		if r := mustPost(t, mb, "b"); r.QueueLen != 0 {
 			t.Fatalf("post to a parked waiter queued it (length %d)", r.QueueLen)
 		}
-		if err := w.Await(); err != nil || string(w.Delivery().Message.Body) != "b" {
-			t.Fatalf("parked waiter got %+v, %v; want b", w.Delivery(), err)
+		if d, err := got.await(context.Background(), rc); err != nil || string(d.Message.Body) != "b" {
+			t.Fatalf("parked waiter got %+v, %v; want b", d, err)
 		}
 		hibernating("the hand-off")
+		mb.Stop()
+		if s := mb.state(); s != stopped {
+			t.Fatalf("after Stop: state %d; want stopped", s)
+		}
+		if _, err := mb.Post([]byte("c")); !errors.Is(err, ErrStopped) {
+			t.Fatalf("post to a stopped actor: %v; want ErrStopped", err)
+		}
 	})
 }
 
@@ -582,72 +625,63 @@ func TestHibernationRacesLoseNothing(t *testing.T) {
 	}
 }
 
-// recordingNotifier records each Waiter it is told about.
-type recordingNotifier chan *Waiter
-
-func (n recordingNotifier) Notify(w *Waiter) { n <- w }
-
-// A Notifier is told once, with the Waiter, whichever way the wait ends —
-// a message already queued, a hand-off, the deadline, a stop — and never
-// for a receive its caller cancelled; Collect then gives the answer.
-func TestNotifierToldOnceWithTheAnswer(t *testing.T) {
+// A Receiver is told once, whichever way the wait ends — a message
+// already queued, a hand-off, the deadline, a stop — and never for a
+// receive its caller cancelled.
+func TestReceiverToldOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mb, st := startTest(t, 10)
-		n := make(recordingNotifier, 4)
-		told := func(what string, w *Waiter) {
+		got := make(answers, 4)
+		told := func(what string) answer {
 			t.Helper()
 			synctest.Wait()
-			if len(n) != 1 {
-				t.Fatalf("%s: told %d times; want once", what, len(n))
+			if len(got) != 1 {
+				t.Fatalf("%s: told %d times; want once", what, len(got))
 			}
-			if got := <-n; got != w {
-				t.Fatalf("%s: told about %p; want the parked waiter %p", what, got, w)
-			}
+			return <-got
 		}
-		park := func(wait time.Duration) *Waiter {
+		start := func(wait time.Duration) Receipt {
 			t.Helper()
-			w, err := mb.Park(context.Background(), wait, n)
+			rc, err := mb.StartReceive(context.Background(), wait, got)
 			if err != nil {
 				t.Fatal(err)
 			}
-			return w
+			return rc
 		}
 
 		mustPost(t, mb, "queued")
-		w := park(0)
-		told("queued message", w)
-		if err := w.Collect(); err != nil || string(w.Delivery().Message.Body) != "queued" {
-			t.Fatalf("Collect: %+v, %v; want the queued message", w.Delivery(), err)
+		start(0)
+		if a := told("queued message"); a.err != nil || string(a.d.Message.Body) != "queued" {
+			t.Fatalf("got %+v; want the queued message", a)
 		}
 
-		w = park(time.Minute)
+		rc := start(time.Minute)
 		synctest.Wait()
-		if len(n) != 0 {
+		if len(got) != 0 {
 			t.Fatal("told before anything came")
 		}
 		if r := mustPost(t, mb, "handed"); r.QueueLen != 0 {
 			t.Fatalf("post queued it (length %d); want it handed to the waiter", r.QueueLen)
 		}
-		told("hand-off", w)
-		if w.Cancel() {
+		a := told("hand-off")
+		if rc.Cancel() {
 			t.Fatal("Cancel after the hand-off won; want false")
 		}
-		if err := w.Collect(); err != nil || string(w.Delivery().Message.Body) != "handed" {
-			t.Fatalf("Collect: %+v, %v; want the handed message", w.Delivery(), err)
+		if a.err != nil || string(a.d.Message.Body) != "handed" {
+			t.Fatalf("got %+v; want the handed message", a)
 		}
 		if st.Waiting.Load() != 0 {
-			t.Fatalf("Waiting = %d after Collect; want 0", st.Waiting.Load())
+			t.Fatalf("Waiting = %d after the answer; want 0", st.Waiting.Load())
 		}
 
-		w = park(time.Second)
+		start(time.Second)
 		time.Sleep(time.Second)
-		told("deadline", w)
-		if err := w.Collect(); err != nil || w.Delivery().OK {
-			t.Fatalf("Collect: %+v, %v; want no message", w.Delivery(), err)
+		if a := told("deadline"); a.err != nil || a.d.OK {
+			t.Fatalf("got %+v; want no message", a)
 		}
 
-		w = park(time.Minute)
-		if !w.Cancel() {
+		rc = start(time.Minute)
+		if !rc.Cancel() {
 			t.Fatal("Cancel of a waiting receive lost")
 		}
 		if r := mustPost(t, mb, "kept"); r.QueueLen != 1 {
@@ -655,19 +689,18 @@ func TestNotifierToldOnceWithTheAnswer(t *testing.T) {
 		}
 		time.Sleep(2 * time.Minute)
 		synctest.Wait()
-		if len(n) != 0 {
-			t.Fatal("a cancelled receive's Notifier was told")
+		if len(got) != 0 {
+			t.Fatal("a cancelled receive's Receiver was told")
 		}
 		if st.Waiting.Load() != 0 {
 			t.Fatalf("Waiting = %d after Cancel; want 0", st.Waiting.Load())
 		}
 
 		mustReceive(t, mb, 0) // takes "kept"
-		w = park(time.Minute)
+		start(time.Minute)
 		mb.Stop()
-		told("stop", w)
-		if err := w.Collect(); !errors.Is(err, ErrStopped) {
-			t.Fatalf("Collect after Stop: %v; want ErrStopped", err)
+		if a := told("stop"); !errors.Is(a.err, ErrStopped) {
+			t.Fatalf("answer after Stop: %+v; want ErrStopped", a)
 		}
 	})
 }

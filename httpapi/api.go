@@ -1,7 +1,8 @@
 // Package httpapi is the HTTP layer of zrc-rendezvous: it only turns
 // requests into calls on the mailbox engine and the engine's replies into
 // responses (SPEC "HTTP API"). It reaches the engine through Mailboxes,
-// which *supervisor.Supervisor satisfies.
+// which the supervisor satisfies; it speaks the engine's vocabulary
+// (package actor) and does not import the engine itself.
 package httpapi
 
 import (
@@ -17,25 +18,24 @@ import (
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/guard"
-	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor"
 )
 
 // Mailboxes is what the HTTP layer needs of the mailbox engine.
 type Mailboxes interface {
 	Post(ctx context.Context, id actor.ID, body []byte) (actor.PostReply, error)
-	// StartReceive parks a receive and returns at once; n learns when
-	// the answer is in (actor.Mailbox.Park). A nil Waiter and nil error:
-	// no mailbox, and no wait.
-	StartReceive(ctx context.Context, id actor.ID, wait time.Duration, n actor.Notifier) (*actor.Waiter, error)
+	// StartReceive starts a receive and returns at once; to is told how
+	// it ended, once, on whichever goroutine ended it, unless the
+	// Receipt's Cancel withdraws it first. After an error to is never
+	// told. The engine owns the waiting: its timer, its pooling, and the
+	// rule that a receive whose context has ended takes no message (Z2).
+	StartReceive(ctx context.Context, id actor.ID, wait time.Duration, to actor.Receiver) (actor.Receipt, error)
 	Requeue(id actor.ID, msg actor.Message) error
-	Snapshot() supervisor.Snapshot
+	Snapshot() actor.Snapshot
 	// Epoch names the lineage of the queued state (Z9), for every 200,
 	// 202 and 204 of the mailbox routes and for /health. It may change
 	// while the server runs (a shared store that lost its data).
 	Epoch() string
 }
-
-var _ Mailboxes = (*supervisor.Supervisor)(nil)
 
 // Options configure the handler. cmd builds them from conf.Config.
 type Options struct {
@@ -88,14 +88,11 @@ type api struct {
 	// epoch is the X-Mailbox-Epoch header value of the engine's latest
 	// epoch (epochHeader).
 	epoch atomic.Pointer[[]string]
-	// receives holds *pendingGet values, so that a GET costs no allocation
-	// for carrying its waiter across the wait.
-	receives sync.Pool
-	// answers holds *answer values: a mailbox request's answer is written
-	// on an answer goroutine (see postEndpoint); idle ones wait on
-	// answerers for the next.
-	answers   sync.Pool
-	answerers chan *answer
+	// postAnswers and getAnswers hold *postAnswer and *getAnswer values:
+	// a mailbox request's answer is written on an answer goroutine
+	// (offstack.go); idle ones wait on answerers for the next.
+	postAnswers, getAnswers sync.Pool
+	answerers               chan answerWriter
 }
 
 // New returns the HTTP handler for the mailbox API, /health and (with
@@ -119,9 +116,9 @@ func New(d Deps) http.Handler {
 		panic("BUG: version string: " + err.Error())
 	}
 	a.versionJSON = string(v)
-	a.receives.New = func() any { return new(pendingGet) }
-	a.answers.New = func() any { return &answer{done: make(chan struct{}, 1)} }
-	a.answerers = make(chan *answer)
+	a.postAnswers.New = func() any { return &postAnswer{offStack: offStack{done: make(chan struct{}, 1)}} }
+	a.getAnswers.New = func() any { return &getAnswer{offStack: offStack{done: make(chan struct{}, 1)}} }
+	a.answerers = make(chan answerWriter)
 	a.metrics = newAPIMetrics(d.Metrics)
 	return a.routes(d.Metrics)
 }

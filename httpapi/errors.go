@@ -11,7 +11,6 @@ import (
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/apierr"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/guard"
-	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor"
 )
 
 // ErrShuttingDown is the cancel cause cmd gives the root context
@@ -59,8 +58,8 @@ var errorTable = []struct {
 	{apierr.MethodNotAllowed, []error{errMethodNotAllowed}},
 	{apierr.MessageTooLarge, []error{errMessageTooLarge}},
 	{apierr.RateLimited, []error{errRateLimited}},
-	{apierr.Overloaded, []error{supervisor.ErrOverloaded}},
-	{apierr.ShuttingDown, []error{ErrShuttingDown, supervisor.ErrClosed, actor.ErrStopped}},
+	{apierr.Overloaded, []error{actor.ErrOverloaded}},
+	{apierr.ShuttingDown, []error{ErrShuttingDown, actor.ErrClosed, actor.ErrStopped}},
 	{apierr.QueueFull, []error{actor.ErrQueueFull}},
 }
 

@@ -17,7 +17,6 @@ import (
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/apierr"
-	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor"
 )
 
 // TestErrorResponses: every client error without auth or rate limits,
@@ -284,8 +283,8 @@ func TestClassify(t *testing.T) {
 	}{
 		{"bad id", live, actor.ErrBadID, "bad_recipient_id", false},
 		{"queue full wrapped", live, fmt.Errorf("post: %w", actor.ErrQueueFull), "queue_full", false},
-		{"overloaded", live, supervisor.ErrOverloaded, "overloaded", false},
-		{"closed", live, supervisor.ErrClosed, "shutting_down", false},
+		{"overloaded", live, actor.ErrOverloaded, "overloaded", false},
+		{"closed", live, actor.ErrClosed, "shutting_down", false},
 		{"shutdown cause", live, ErrShuttingDown, "shutting_down", false},
 		{"too large", live, errMessageTooLarge, "message_too_large", false},
 		{"unreadable body", live, bodyError(io.ErrUnexpectedEOF), "bad_request", false},

@@ -24,6 +24,116 @@ import (
 // connection's background read during long-polls.
 const bodyReadTimeout = 30 * time.Second
 
+// postEndpoint serves POST /v1/mailbox/{id} (R1): the message is
+// accepted on the connection's goroutine, so that its delivery to a
+// waiting GET takes no extra hand-off, and the answer is written off it
+// (offstack.go).
+type postEndpoint struct{ *endpoint }
+
+func (e *postEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rep, id, n, err := e.a.acceptPost(w, r)
+	an := e.a.postAnswers.Get().(*postAnswer)
+	an.offStack.e, an.w, an.r, an.start = e.endpoint, w, r, start
+	an.rep, an.id, an.n, an.err = rep, id, n, err
+	writeOffStack(an)
+	<-an.done
+	recycle(&e.a.postAnswers, an)
+}
+
+// postAnswer is a POST's outcome on its way to an answer goroutine;
+// api.postAnswers keeps them, with their done channels, for reuse.
+type postAnswer struct {
+	offStack
+	rep actor.PostReply
+	id  actor.ID
+	n   int // the body's length, for the log line
+	err error
+}
+
+func (an *postAnswer) answer() error { return an.e.a.answerPost(an.w, an.rep, an.id, an.n, an.err) }
+
+// receiveEndpoint serves GET /v1/mailbox/{id} (R2). The engine owns the
+// receive (supervisor.StartReceive): it tells the GET's getAnswer how the
+// receive ended, on whichever goroutine ended it, and the answer goes
+// straight to an answer goroutine (writeOffStack), without first waking
+// this one. This goroutine only waits for the answer to be written, or
+// for its client to leave, and then withdraws the receive; a long-poll
+// parks it right here, with nothing deep under this frame (offstack.go).
+type receiveEndpoint struct{ *endpoint }
+
+func (e *receiveEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The answer is taken first: across the wait this frame holds it
+	// rather than what it carries.
+	an := e.a.getAnswers.Get().(*getAnswer)
+	an.offStack.e, an.w, an.r, an.start = e.endpoint, w, r, time.Now()
+	id, wait, err := e.a.checkReceive(w, r, an)
+	an.id = id
+	var rc actor.Receipt
+	if err == nil {
+		// Counted from before the receive can take a message until its
+		// answer is written or the message put back (Pending, Z12).
+		e.a.pending.add()
+		if rc, err = e.a.mb.StartReceive(r.Context(), id, wait, an); err != nil {
+			e.a.pending.done()
+		}
+	}
+	if err != nil {
+		an.fail(err)
+		<-an.done
+		recycle(&e.a.getAnswers, an)
+		return
+	}
+	// From here on an belongs to the engine until it is told, then to an
+	// answer goroutine until done: this goroutine reads only done.
+	select {
+	case <-an.done:
+	case <-r.Context().Done():
+		if rc.Cancel() {
+			an.fail(context.Cause(r.Context())) // withdrawn: the engine tells nobody
+		}
+		<-an.done
+	}
+	e.a.pending.done()
+	recycle(&e.a.getAnswers, an)
+}
+
+// getAnswer carries an admitted GET to its answer: the quota for its
+// headers, the source's long-poll count to release, and what the receive
+// got. api.getAnswers keeps them, with their done channels, for reuse.
+//
+// It passes from goroutine to goroutine, one at a time: the handler's
+// goroutine fills it up to StartReceive; Received (on the goroutine that
+// ended the wait) or fail (on the handler's, once Cancel won) writes got
+// and err and hands it on; the answer goroutine reads it all and sends
+// on done; then the handler's goroutine recycles it.
+type getAnswer struct {
+	offStack
+	quota guard.Quota // set on the answer, not before the wait
+	hold  guard.Hold
+	id    actor.ID
+	got   actor.Delivery
+	err   error
+}
+
+// Received is told how the receive ended (actor.Receiver), on the actor's
+// goroutine, the deadline's or the handler's own, and hands the answer to
+// an answer goroutine at once.
+func (an *getAnswer) Received(d actor.Delivery, err error) {
+	an.got, an.err = d, err
+	writeOffStack(an)
+}
+
+// fail answers err for a receive the engine will not answer: refused, or
+// withdrawn. (A Delivery built in the caller's frame would sit under every
+// parked long-poll.)
+func (an *getAnswer) fail(err error) {
+	an.err = err
+	writeOffStack(an)
+}
+
+func (an *getAnswer) answer() error { return an.e.a.answerReceive(an) }
+
 // acceptPost queues a POST's body for the recipient (R1): the checks, the
 // body and the engine, on the connection's goroutine; answerPost writes
 // the 202 on an answer goroutine (postEndpoint). n is the body's length.
@@ -44,7 +154,7 @@ func (a *api) acceptPost(w http.ResponseWriter, r *http.Request) (rep actor.Post
 		return rep, id, 0, err
 	}
 	t.Quota().Set(w.Header())
-	if id, err = actor.ParseID(recipientSegment(r)); err != nil {
+	if id, err = recipientID(r); err != nil {
 		return rep, id, 0, err
 	}
 	if err := t.Authorize(w, r, id); err != nil {
@@ -65,7 +175,8 @@ func (a *api) answerPost(w http.ResponseWriter, rep actor.PostReply, id actor.ID
 		return err
 	}
 	// One allocation carries the JSON body and, as substrings of it, both
-	// header values.
+	// header values (measured against plain strconv code: docs/performance.md,
+	// "Micro-optimisations re-measured").
 	var buf [80]byte
 	b := append(buf[:0], `{"sequence":`...)
 	seqAt := len(b)
@@ -194,85 +305,72 @@ func bodyError(err error) error {
 	return errors.Join(errBadBody, err)
 }
 
-// pendingGet carries an admitted GET to its answer: the waiter if it
-// waits, the source's long-poll count to release afterwards, and the
-// quota for the answer's headers. It comes from api.receives, so that the
-// wait's own frame holds one pointer for all three.
-type pendingGet struct {
-	wt    *actor.Waiter // nil: nothing to wait for
-	hold  guard.Hold
-	quota guard.Quota // set on the answer, not before the wait
-}
-
 // checkReceive checks a GET — source lists, rate limit, no body (Z10),
 // credentials, wait_ms, the source's waiting long-polls (R4, R5) — and
 // returns what the mailbox is to be asked for (R2). Every check happens
 // here, before the mailbox is asked, so a refused GET consumes nothing.
-// The returned pendingGet carries the GET to answerReceive; it is nil
-// only when the GET was refused before admission. The caller asks the
-// mailbox itself, with this function's frame gone: creating a mailbox is
-// the deepest point of a GET's stack, and a connection goroutine that
-// grows past 4 KiB there keeps 8 KiB for as long as it waits
-// (docs/performance.md).
+// It keeps the quota and the long-poll count in an, for answerReceive.
+// The caller asks the mailbox itself, with this function's frame gone:
+// the guard's checks under it and the mailbox's creation under the
+// receive are the deepest points of a GET's stack (offstack.go).
 //
 //go:noinline
-func (a *api) checkReceive(w http.ResponseWriter, r *http.Request) (rc *pendingGet, id actor.ID, wait time.Duration, err error) {
+func (a *api) checkReceive(w http.ResponseWriter, r *http.Request, an *getAnswer) (id actor.ID, wait time.Duration, err error) {
 	if err := context.Cause(r.Context()); err != nil {
-		return nil, id, 0, err
+		return id, 0, err
 	}
 	t, err := a.guard.Admit(w, r, guard.Get)
 	if err != nil {
-		return nil, id, 0, err
+		return id, 0, err
 	}
-	// From here on every outcome is answered through rc, which carries the
-	// quota for the answer's headers.
-	rc = a.receives.Get().(*pendingGet)
-	rc.quota = t.Quota()
+	an.admitted(t)
 	// Z10: a GET with a body (a length, or chunked) is refused before it
 	// can wait or take a message: net/http watches for the client's
 	// disconnect only once the body is read, and HTTP/2 would keep the
 	// body buffered for the whole wait. It takes its rate-limit token
 	// first, as every mailbox request does.
 	if r.ContentLength != 0 {
-		return rc, id, 0, errUnexpectedBody
+		return id, 0, errUnexpectedBody
 	}
-	if id, err = actor.ParseID(recipientSegment(r)); err != nil {
-		return rc, id, 0, err
+	if id, err = recipientID(r); err != nil {
+		return id, 0, err
 	}
 	if err := t.Authorize(w, r, id); err != nil {
-		return rc, id, 0, err
+		return id, 0, err
 	}
 	raw, present := queryValue(r.URL.RawQuery, "wait_ms")
 	if wait, err = ParseWaitMS(raw, present, a.opts.LongPollDefault, a.opts.LongPollMax); err != nil {
-		return rc, id, 0, err
+		return id, 0, err
 	}
 	if wait > 0 {
-		if rc.hold, err = t.Wait(); err != nil {
-			return rc, id, 0, err
+		h, err := t.Wait()
+		if err != nil {
+			return id, 0, err
 		}
+		an.hold = h
 	}
-	return rc, id, wait, nil
+	return id, wait, nil
 }
+
+// admitted keeps an admitted GET's quota for its answer's headers. It is
+// a function of its own because copying the quota out of the ticket
+// takes temporaries that would otherwise sit in checkReceive's frame,
+// under which the guard's checks run: the deepest point of a GET before
+// its wait, where 128 bytes more grew every parked connection's stack to
+// 8 KiB (TestProcessParkedStackFootprint, offstack.go).
+//
+//go:noinline
+func (an *getAnswer) admitted(t guard.Ticket) { an.quota = t.Quota() }
 
 // answerReceive writes what a GET got: 200 with the message, 204 when
 // none came, or the error for endpoint.finish to answer. It ends the
-// long-poll's count against its source and returns rc to its pool.
+// long-poll's count against its source.
 //
 //go:noinline
-func (a *api) answerReceive(w http.ResponseWriter, r *http.Request, rc *pendingGet, id actor.ID, err error) error {
-	var d actor.Delivery
-	if rc != nil {
-		rc.quota.Set(w.Header())
-		if rc.wt != nil {
-			if err == nil {
-				err = rc.wt.Collect()
-			}
-			d = rc.wt.Delivery() // the connection's goroutine releases rc.wt
-		}
-		rc.hold.Release()
-		*rc = pendingGet{}
-		a.receives.Put(rc)
-	}
+func (a *api) answerReceive(an *getAnswer) error {
+	w, r, id, d, err := an.w, an.r, an.id, an.got, an.err
+	an.quota.Set(w.Header())
+	an.hold.Release()
 	if err != nil {
 		return err // shutdown answers 503 at once; a client that left, 400
 	}

@@ -232,18 +232,18 @@ type cancelAfterReceive struct {
 	cause  error
 }
 
-func (c *cancelAfterReceive) StartReceive(ctx context.Context, id actor.ID, wait time.Duration, n actor.Notifier) (*actor.Waiter, error) {
-	return c.Mailboxes.StartReceive(ctx, id, wait, cancelThenNotify{c, n})
+func (c *cancelAfterReceive) StartReceive(ctx context.Context, id actor.ID, wait time.Duration, to actor.Receiver) (actor.Receipt, error) {
+	return c.Mailboxes.StartReceive(ctx, id, wait, cancelThenTell{c, to})
 }
 
-type cancelThenNotify struct {
-	c *cancelAfterReceive
-	n actor.Notifier
+type cancelThenTell struct {
+	c  *cancelAfterReceive
+	to actor.Receiver
 }
 
-func (cn cancelThenNotify) Notify(w *actor.Waiter) {
-	cn.c.cancel(cn.c.cause)
-	cn.n.Notify(w)
+func (ct cancelThenTell) Received(d actor.Delivery, err error) {
+	ct.c.cancel(ct.c.cause)
+	ct.to.Received(d, err)
 }
 
 // TestHandOffToGoneClient (Z2): when the request's context is done after
@@ -415,8 +415,8 @@ func TestAnswerGoroutinesAreReusedThenEnd(t *testing.T) {
 }
 
 // reuseAfterAnswer decorates the real engine: before the endpoint gets its
-// Waiter back, the answer has been written, the client has left, and
-// another receive has parked — on the same Waiter, if the one answered was
+// Receipt, the answer has been written, the client has left, and another
+// receive has parked — on the same Waiter, if the one answered was
 // already back in the pool.
 type reuseAfterAnswer struct {
 	Mailboxes
@@ -425,15 +425,20 @@ type reuseAfterAnswer struct {
 	other   actor.ID
 }
 
-func (d *reuseAfterAnswer) StartReceive(ctx context.Context, id actor.ID, wait time.Duration, n actor.Notifier) (*actor.Waiter, error) {
-	w, err := d.Mailboxes.StartReceive(ctx, id, wait, n)
+func (d *reuseAfterAnswer) StartReceive(ctx context.Context, id actor.ID, wait time.Duration, to actor.Receiver) (actor.Receipt, error) {
+	rc, err := d.Mailboxes.StartReceive(ctx, id, wait, to)
 	<-d.written
 	d.cancel()
-	if _, err := d.Mailboxes.StartReceive(context.Background(), d.other, time.Minute, nil); err != nil {
+	if _, err := d.Mailboxes.StartReceive(context.Background(), d.other, time.Minute, ignoreAnswer{}); err != nil {
 		panic(err)
 	}
-	return w, err
+	return rc, err
 }
+
+// ignoreAnswer is a Receiver for a receive whose answer nobody reads.
+type ignoreAnswer struct{}
+
+func (ignoreAnswer) Received(actor.Delivery, error) {}
 
 // flushSignal closes flushed when the answer is flushed.
 type flushSignal struct {
@@ -447,9 +452,9 @@ func (f *flushSignal) Flush() {
 	f.once.Do(func() { close(f.flushed) })
 }
 
-// A GET whose client leaves after its answer was written must not touch
-// its Waiter again: by then the Waiter may serve another receive, which
-// would lose its message to a cancel meant for the first. One processor
+// A GET whose client leaves after its answer was written must not
+// withdraw another receive: by then its Waiter may serve another receive,
+// which would lose its message to a cancel meant for the first. One processor
 // makes the pool hand the Waiter straight to the next receive, and the
 // endpoint's select sees the answer and the ended context at once, so
 // the rounds take the ended context about half the time.

@@ -10,8 +10,8 @@ import (
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
 )
 
-// heldRequeue is the real engine, except that a delivery's Notify waits
-// for the request to end — the client leaves after the hand-off — and a
+// heldRequeue is the real engine, except that a delivery is told to the
+// endpoint only once the request has ended — the client leaves after the hand-off — and a
 // put-back waits for the test's release.
 type heldRequeue struct {
 	Mailboxes
@@ -19,22 +19,22 @@ type heldRequeue struct {
 	release        chan struct{}
 }
 
-type notifyAfter struct {
+type tellAfter struct {
 	ctx   context.Context
-	n     actor.Notifier
+	to    actor.Receiver
 	taken chan struct{}
 }
 
-func (d notifyAfter) Notify(wt *actor.Waiter) {
+func (d tellAfter) Received(got actor.Delivery, err error) {
 	d.taken <- struct{}{}
 	go func() {
 		<-d.ctx.Done()
-		d.n.Notify(wt)
+		d.to.Received(got, err)
 	}()
 }
 
-func (m *heldRequeue) StartReceive(ctx context.Context, id actor.ID, wait time.Duration, n actor.Notifier) (*actor.Waiter, error) {
-	return m.Mailboxes.StartReceive(ctx, id, wait, notifyAfter{ctx, n, m.taken})
+func (m *heldRequeue) StartReceive(ctx context.Context, id actor.ID, wait time.Duration, to actor.Receiver) (actor.Receipt, error) {
+	return m.Mailboxes.StartReceive(ctx, id, wait, tellAfter{ctx, to, m.taken})
 }
 
 func (m *heldRequeue) Requeue(id actor.ID, msg actor.Message) error {

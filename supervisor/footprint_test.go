@@ -51,10 +51,11 @@ func TestIdleMailboxFootprint(t *testing.T) {
 	}
 }
 
-// A waiting long-poll costs the engine its waiter, its ready channel and
-// timer, and the runtime the records of Await's two-way select: the
-// goroutine that waits is the HTTP handler's own, and the actor's goroutine
-// does not wait with it, so only heap counts.
+// A waiting long-poll costs the engine its Waiter and timer, and the
+// receive its Receiver and the records of its caller's two-way select (in
+// the HTTP layer, the pooled getAnswer and the handler's select): the
+// goroutine that waits is the HTTP handler's own, and the actor's
+// goroutine does not wait with it, so only heap counts.
 func TestWaitingLongPollFootprint(t *testing.T) {
 	const n = 5000
 	s := New(testOptions())
@@ -78,9 +79,10 @@ func TestWaitingLongPollFootprint(t *testing.T) {
 	heap1, _ := memInUse()
 	// This counts each test goroutine's own descriptor and closure (about
 	// 500 bytes) that an HTTP handler has anyway: it errs on the safe side.
-	// Measured: 1,142 bytes in all (1,126 before the Waiter carried its
-	// Notifier). With a Delivery channel and a timer channel (a three-way
-	// select) it was 1,438.
+	// Measured: 1,158 bytes in all, the Receiver here being a channel of
+	// answers (1,142 when the Waiter kept the Delivery and a ready channel
+	// of its own). With a Delivery channel and a timer channel (a
+	// three-way select) it was 1,438.
 	per := float64(heap1-heap0) / n
 	cancel()
 	for range n {

@@ -168,6 +168,94 @@ func (c getCommand) PostCondition(st commands.State, result commands.Result) *go
 
 func (c getCommand) String() string { return fmt.Sprintf("Get(%d)", c.box) }
 
+// cancelCommand is a long-poll whose client leaves: before its receive
+// reaches the actor (early: the actor must skip it, Z2, even with
+// messages queued), or while it is parked on an empty mailbox. Either way
+// it takes nothing and is withdrawn through its Receipt, as the HTTP
+// layer withdraws it.
+type cancelCommand struct {
+	box   int
+	early bool
+}
+
+type cancelResult struct {
+	d       actor.Delivery
+	err     error
+	waiting int64 // parked long-polls once it is over
+}
+
+func (c cancelCommand) Run(x commands.SystemUnderTest) commands.Result {
+	u := x.(*sut)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if c.early {
+		cancel()
+	}
+	got := make(answers, 1)
+	rc, err := u.s.StartReceive(ctx, id(c.box), time.Minute, got)
+	var d actor.Delivery
+	if err == nil {
+		synctest.Wait() // the actor has seen it (and parked it, if not early)
+		cancel()
+		d, err = got.await(ctx, rc)
+	}
+	synctest.Wait()
+	return cancelResult{d: d, err: err, waiting: u.s.Snapshot().Waiting}
+}
+
+func (c cancelCommand) NextState(st commands.State) commands.State {
+	m := st.(*model).clone()
+	m.dropExpired(c.box)
+	return m
+}
+
+// A long-poll parks only on an empty mailbox: on a full one it would take
+// a message before its client left.
+func (c cancelCommand) PreCondition(st commands.State) bool {
+	if c.early {
+		return true
+	}
+	m := st.(*model).clone()
+	m.dropExpired(c.box)
+	return len(m.boxes[c.box]) == 0
+}
+
+func (c cancelCommand) PostCondition(_ commands.State, result commands.Result) *gopter.PropResult {
+	r := result.(cancelResult)
+	switch {
+	case r.d.OK:
+		return gopter.NewPropResult(false, fmt.Sprintf("a client that left was handed %q", r.d.Message.Body))
+	case !errors.Is(r.err, context.Canceled):
+		return gopter.NewPropResult(false, fmt.Sprintf("answered %v; want context.Canceled", r.err))
+	case r.waiting != 0:
+		return gopter.NewPropResult(false, fmt.Sprintf("%d long-polls still counted as waiting", r.waiting))
+	}
+	return gopter.NewPropResult(true, "")
+}
+
+func (c cancelCommand) String() string { return fmt.Sprintf("Cancel(%d, early=%v)", c.box, c.early) }
+
+// reapCommand asks the reaper to reclaim idle empty mailboxes, as a new
+// mailbox at max_mailboxes does (Z5): no message is lost, and sequences
+// keep rising in a mailbox started afresh (R1.7).
+type reapCommand struct{}
+
+func (reapCommand) Run(x commands.SystemUnderTest) commands.Result {
+	return x.(*sut).s.reaper.reclaimSlots(context.Background())
+}
+
+func (reapCommand) NextState(st commands.State) commands.State { return st }
+func (reapCommand) PreCondition(commands.State) bool           { return true }
+
+func (reapCommand) PostCondition(_ commands.State, result commands.Result) *gopter.PropResult {
+	if err, _ := result.(error); err != nil && !errors.Is(err, actor.ErrOverloaded) {
+		return gopter.NewPropResult(false, fmt.Sprintf("reclaim: %v", err))
+	}
+	return gopter.NewPropResult(true, "")
+}
+
+func (reapCommand) String() string { return "Reap" }
+
 type advanceCommand time.Duration
 
 func (c advanceCommand) Run(commands.SystemUnderTest) commands.Result {
@@ -189,7 +277,9 @@ func (advanceCommand) PostCondition(commands.State, commands.Result) *gopter.Pro
 func (c advanceCommand) String() string { return fmt.Sprintf("Advance(%v)", time.Duration(c)) }
 
 // TestMailboxModel checks properties 1 (FIFO), 2 (integrity), 3 (TTL) and 5
-// (queue cap) against a model, with sweeps and idle reaping running.
+// (queue cap) against a model, with sweeps and idle reaping running,
+// reclaims asked for, and long-polls whose clients leave. Receives go
+// through StartReceive and its Receipt, the path the HTTP layer takes.
 func TestMailboxModel(t *testing.T) {
 	params := propParameters(t) // outside the bubble, whose clock is fixed
 	synctest.Test(t, func(t *testing.T) {
@@ -211,6 +301,10 @@ func TestMailboxModel(t *testing.T) {
 						return postCommand{box: v[0].(int), body: "m" + v[1].(string)}
 					})},
 					{Weight: 4, Gen: genBox.Map(func(b int) commands.Command { return getCommand{box: b} })},
+					{Weight: 1, Gen: gopter.CombineGens(genBox, gen.Bool()).Map(func(v []any) commands.Command {
+						return cancelCommand{box: v[0].(int), early: v[1].(bool)}
+					})},
+					{Weight: 1, Gen: gen.Const(commands.Command(reapCommand{}))},
 					// Whole seconds, so that messages land exactly on the
 					// TTL boundary now and then.
 					{Weight: 1, Gen: gen.Int64Range(0, int64(propMaxSteps/time.Second)).Map(func(d int64) commands.Command {
@@ -227,13 +321,13 @@ func TestMailboxModel(t *testing.T) {
 
 // op is one step of a random interleaving for property 6.
 type op struct {
-	kind int // 0 post, 1 park a waiter, 2 cancel a waiter, 3 get, 4 advance, 5 cancel racing a post
+	kind int // 0 post, 1 park a waiter, 2 cancel a waiter, 3 get, 4 advance, 5 cancel racing a post, 6 reclaim
 	box  int
 	n    int
 }
 
 func (o op) String() string {
-	return fmt.Sprintf("%s(%d,%d)", [...]string{"post", "park", "cancel", "get", "advance", "cancel+post"}[o.kind], o.box, o.n)
+	return fmt.Sprintf("%s(%d,%d)", [...]string{"post", "park", "cancel", "get", "advance", "cancel+post", "reclaim"}[o.kind], o.box, o.n)
 }
 
 // TestExactlyOnceHandoff checks property 6: with any interleaving of posts,
@@ -241,7 +335,7 @@ func (o op) String() string {
 // is delivered exactly once to a connected client, or evicted with a counted
 // reason, or still queued at the end — never lost, never duplicated.
 func TestExactlyOnceHandoff(t *testing.T) {
-	genOp := gopter.CombineGens(gen.IntRange(0, 5), gen.IntRange(0, propBoxes-1), gen.IntRange(0, 40)).
+	genOp := gopter.CombineGens(gen.IntRange(0, 6), gen.IntRange(0, propBoxes-1), gen.IntRange(0, 40)).
 		Map(func(v []any) op { return op{kind: v[0].(int), box: v[1].(int), n: v[2].(int)} })
 	properties := gopter.NewProperties(propParameters(t))
 	properties.Property("every accepted message is delivered once or evicted", prop.ForAll(
@@ -321,6 +415,8 @@ func runInterleaving(ops []op) string {
 				go cancels[o.n%len(cancels)]()
 			}
 			post(i, o.box)
+		case 6:
+			s.reaper.reclaimSlots(context.Background())
 		}
 		synctest.Wait()
 	}

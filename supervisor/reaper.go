@@ -90,7 +90,7 @@ func (r *reaper) stop() {
 }
 
 // ask sends a request to the reaper and waits for its answer, for at most
-// reaperWait in all: ErrOverloaded past it. A request the reaper took and
+// reaperWait in all: actor.ErrOverloaded past it. A request the reaper took and
 // nobody waits for any more is still served; its reply channel has room.
 func ask[T any](ctx context.Context, r *reaper, ch chan T, req T, reply chan error) error {
 	deadline := time.NewTimer(reaperWait)
@@ -100,9 +100,9 @@ func ask[T any](ctx context.Context, r *reaper, ch chan T, req T, reply chan err
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	case <-r.quit:
-		return ErrClosed
+		return actor.ErrClosed
 	case <-deadline.C:
-		return ErrOverloaded
+		return actor.ErrOverloaded
 	}
 	select {
 	case err := <-reply:
@@ -110,7 +110,7 @@ func ask[T any](ctx context.Context, r *reaper, ch chan T, req T, reply chan err
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	case <-deadline.C:
-		return ErrOverloaded
+		return actor.ErrOverloaded
 	}
 }
 
@@ -213,7 +213,7 @@ func (r *reaper) evictForMemory(need int64) error {
 			zap.Int64("memory_limit_bytes", s.opts.MemoryLimit))
 	}
 	if excess() > 0 {
-		return ErrOverloaded
+		return actor.ErrOverloaded
 	}
 	return nil
 }
@@ -236,11 +236,11 @@ func (r *reaper) reclaimIdle() error {
 	}
 	busy := s.stats.Busy.Load()
 	if busy >= live {
-		return ErrOverloaded
+		return actor.ErrOverloaded
 	}
 	now := s.opts.Now()
 	if now.Before(r.failedUntil) && busy >= r.failedBusy {
-		return ErrOverloaded
+		return actor.ErrOverloaded
 	}
 	r.scans.Add(1)
 	idle := slices.DeleteFunc(s.reg.all(), (*actor.Mailbox).Busy)
@@ -267,7 +267,7 @@ func (r *reaper) reclaimIdle() error {
 	}
 	if stopped == 0 {
 		r.failedUntil, r.failedBusy = now.Add(reclaimRetry), busy
-		return ErrOverloaded
+		return actor.ErrOverloaded
 	}
 	r.failedUntil = time.Time{}
 	if s.reclaimed != nil {

@@ -92,11 +92,11 @@ func TestReclaimWithEveryMailboxWaitedOn(t *testing.T) {
 		}
 		wantBusy(t, s, 4, 4)
 		for i := range 50 {
-			if _, err := s.Post(context.Background(), id(100+i), []byte("x")); !errors.Is(err, ErrOverloaded) {
-				t.Fatalf("post %d to a new id: %v; want ErrOverloaded", i, err)
+			if _, err := s.Post(context.Background(), id(100+i), []byte("x")); !errors.Is(err, actor.ErrOverloaded) {
+				t.Fatalf("post %d to a new id: %v; want actor.ErrOverloaded", i, err)
 			}
-			if _, err := s.Receive(context.Background(), id(200+i), time.Minute); !errors.Is(err, ErrOverloaded) {
-				t.Fatalf("long-poll %d on a new id: %v; want ErrOverloaded", i, err)
+			if _, err := s.Receive(context.Background(), id(200+i), time.Minute); !errors.Is(err, actor.ErrOverloaded) {
+				t.Fatalf("long-poll %d on a new id: %v; want actor.ErrOverloaded", i, err)
 			}
 		}
 		if got := s.reaper.scans.Load(); got > 1 {
@@ -132,16 +132,16 @@ func TestFailedReclaimIsRemembered(t *testing.T) {
 		skew.Store(0)
 		wantBusy(t, s, 2, 1)
 		for i := range 20 {
-			if _, err := s.Post(context.Background(), id(100+i), []byte("x")); !errors.Is(err, ErrOverloaded) {
-				t.Fatalf("post %d to a new id: %v; want ErrOverloaded", i, err)
+			if _, err := s.Post(context.Background(), id(100+i), []byte("x")); !errors.Is(err, actor.ErrOverloaded) {
+				t.Fatalf("post %d to a new id: %v; want actor.ErrOverloaded", i, err)
 			}
 		}
 		if got := s.reaper.scans.Load(); got != 1 {
 			t.Fatalf("%d registry scans; want 1, then the failure remembered", got)
 		}
 		time.Sleep(reclaimRetry)
-		if _, err := s.Post(context.Background(), id(200), []byte("x")); !errors.Is(err, ErrOverloaded) {
-			t.Fatalf("post after reclaimRetry: %v; want ErrOverloaded", err)
+		if _, err := s.Post(context.Background(), id(200), []byte("x")); !errors.Is(err, actor.ErrOverloaded) {
+			t.Fatalf("post after reclaimRetry: %v; want actor.ErrOverloaded", err)
 		}
 		if got := s.reaper.scans.Load(); got != 2 {
 			t.Fatalf("%d registry scans; want 2 once reclaimRetry passed", got)
@@ -150,7 +150,7 @@ func TestFailedReclaimIsRemembered(t *testing.T) {
 }
 
 // R3.5, Z5: a request that needs the reaper waits for it at most
-// reaperWait and is then refused with ErrOverloaded, in line or while it
+// reaperWait and is then refused with actor.ErrOverloaded, in line or while it
 // works; here the reaper is stalled and takes nothing.
 func TestReaperRequestsHaveADeadline(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -162,11 +162,11 @@ func TestReaperRequestsHaveADeadline(t *testing.T) {
 		s.reaper.stop()
 		s.reaper = newReaper(s) // one whose run loop never serves
 		start := time.Now()
-		if _, err := s.Post(context.Background(), id(1), []byte("more")); !errors.Is(err, ErrOverloaded) {
-			t.Fatalf("post waiting for memory: %v; want ErrOverloaded", err)
+		if _, err := s.Post(context.Background(), id(1), []byte("more")); !errors.Is(err, actor.ErrOverloaded) {
+			t.Fatalf("post waiting for memory: %v; want actor.ErrOverloaded", err)
 		}
-		if _, err := s.Receive(context.Background(), id(2), time.Minute); !errors.Is(err, ErrOverloaded) {
-			t.Fatalf("long-poll waiting for a mailbox: %v; want ErrOverloaded", err)
+		if _, err := s.Receive(context.Background(), id(2), time.Minute); !errors.Is(err, actor.ErrOverloaded) {
+			t.Fatalf("long-poll waiting for a mailbox: %v; want actor.ErrOverloaded", err)
 		}
 		if took := time.Since(start); took != 2*reaperWait {
 			t.Fatalf("took %v; want %v, reaperWait each", took, 2*reaperWait)

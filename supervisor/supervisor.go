@@ -20,15 +20,6 @@ import (
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
 )
 
-// Errors the supervisor answers with besides the actor's own.
-var (
-	// ErrOverloaded: a new mailbox or more queue memory is needed and none
-	// can be reclaimed (Z5, R3.5).
-	ErrOverloaded = errors.New("server is at its mailbox or memory limit")
-	// ErrClosed: the supervisor is shutting down.
-	ErrClosed = errors.New("supervisor is closed")
-)
-
 // retries bounds how often a request looks a mailbox up again after its
 // actor stopped underneath it (reaped or reclaimed between lookup and send).
 const retries = 3
@@ -135,27 +126,10 @@ func (s *Supervisor) Epoch() string { return s.opts.Epoch }
 // Stats are the server-wide message counters.
 func (s *Supervisor) Stats() *actor.Stats { return &s.stats }
 
-// Snapshot is what /health reports.
-type Snapshot struct {
-	Mailboxes int
-	// Busy is how many of them cannot be reclaimed: they hold a message
-	// or a waiting long-poll (Z5).
-	Busy        int
-	Messages    int64
-	QueuedBytes int64
-	Waiting     int64
-	// Overloaded is the supervisor's verdict on its limits (R6.5), which
-	// /health reports: queued bytes at or above 90 % of MemoryLimit, or
-	// MaxMailboxes mailboxes alive and every one of them busy, so that
-	// none can be reclaimed for a new id. An empty mailbox without a
-	// waiter makes room for a new one at once (Z5), so it leaves the
-	// server healthy. A zero limit is not checked.
-	Overloaded bool
-}
-
-// Snapshot reads the live counters without asking any actor.
-func (s *Supervisor) Snapshot() Snapshot {
-	snap := Snapshot{
+// Snapshot reads the live counters without asking any actor, and gives
+// the supervisor's verdict on its limits (actor.Snapshot.Overloaded).
+func (s *Supervisor) Snapshot() actor.Snapshot {
+	snap := actor.Snapshot{
 		Mailboxes:   int(s.live.Load()),
 		Busy:        int(max(0, s.stats.Busy.Load())), // a moment's race may take it below 0
 		Messages:    s.stats.QueuedMessages.Load(),
@@ -187,41 +161,54 @@ func (s *Supervisor) Post(ctx context.Context, id actor.ID, body []byte) (actor.
 		}
 		return r, err
 	}
-	return actor.PostReply{}, ErrOverloaded
+	return actor.PostReply{}, actor.ErrOverloaded
 }
 
-// StartReceive parks a receive on id's actor and returns its Waiter, whose
-// answer n learns of (actor.Mailbox.Park; nil: the caller waits in Await);
-// a nil Waiter with a nil error means the mailbox does not exist and the
-// caller would not wait: nothing to get. Collect's ErrStopped means the
+// StartReceive starts a receive of id's oldest message, long-polling up
+// to wait, and returns at once (actor.Mailbox.StartReceive): to is told
+// the answer once, unless the Receipt's Cancel withdraws the receive
+// first. A receive that would not wait never creates a mailbox: with none
+// there, to is told "no message" before StartReceive returns. An error
+// means to is never told; an answer's actor.ErrStopped means the
 // supervisor closed.
-func (s *Supervisor) StartReceive(ctx context.Context, id actor.ID, wait time.Duration, n actor.Notifier) (*actor.Waiter, error) {
+func (s *Supervisor) StartReceive(ctx context.Context, id actor.ID, wait time.Duration, to actor.Receiver) (actor.Receipt, error) {
 	for range retries {
 		mb, err := s.mailbox(ctx, id, wait > 0)
-		if err != nil || mb == nil {
-			return nil, err
+		if err != nil {
+			return actor.Receipt{}, err
 		}
-		w, err := mb.Park(ctx, wait, n)
+		if mb == nil {
+			nothingToGet(to)
+			return actor.Receipt{}, nil
+		}
+		rc, err := mb.StartReceive(ctx, wait, to)
 		if errors.Is(err, actor.ErrStopped) {
 			if s.closing.Load() {
-				return nil, ErrClosed
+				return actor.Receipt{}, actor.ErrClosed
 			}
 			continue // reaped between lookup and send: a fresh actor takes it
 		}
-		return w, err
+		return rc, err
 	}
-	return nil, ErrOverloaded
+	return actor.Receipt{}, actor.ErrOverloaded
 }
+
+// nothingToGet answers a receive of a mailbox that does not exist. It
+// is a function of its own so that its Delivery is not in the frame of
+// StartReceive, which is under every long-poll's wait.
+//
+//go:noinline
+func nothingToGet(to actor.Receiver) { to.Received(actor.Delivery{}, nil) }
 
 // Requeue puts back a message whose response could not be written (Z2). It
 // may pass the mailbox and memory limits by the messages in flight, because
 // losing an accepted message is worse. Once Close has begun the message
 // joins the leftovers for the state file (Z12); only after Leftovers is it
-// refused with ErrClosed.
+// refused with actor.ErrClosed.
 func (s *Supervisor) Requeue(id actor.ID, msg actor.Message) error {
 	for range retries {
 		mb, err := s.spawn(context.Background(), id, true)
-		if errors.Is(err, ErrClosed) {
+		if errors.Is(err, actor.ErrClosed) {
 			return s.keep(id, msg)
 		}
 		if err != nil {
@@ -235,16 +222,16 @@ func (s *Supervisor) Requeue(id actor.ID, msg actor.Message) error {
 			return s.keep(id, msg)
 		}
 	}
-	return ErrOverloaded
+	return actor.ErrOverloaded
 }
 
 // keep adds a message put back during or after Close to the leftovers, or
-// refuses it with ErrClosed once Leftovers has taken them.
+// refuses it with actor.ErrClosed once Leftovers has taken them.
 func (s *Supervisor) keep(id actor.ID, msg actor.Message) error {
 	s.leftMu.Lock()
 	defer s.leftMu.Unlock()
 	if s.sealed {
-		return ErrClosed
+		return actor.ErrClosed
 	}
 	s.left[id] = append(s.left[id], msg)
 	return nil
@@ -279,7 +266,7 @@ func (s *Supervisor) spawn(ctx context.Context, id actor.ID, force bool) (*actor
 		}
 		if s.closing.Load() {
 			sh.mu.Unlock()
-			return nil, ErrClosed
+			return nil, actor.ErrClosed
 		}
 		if force || s.acquireSlot() {
 			if force {
@@ -294,7 +281,7 @@ func (s *Supervisor) spawn(ctx context.Context, id actor.ID, force bool) (*actor
 		if attempt == 0 {
 			deadline = time.Now().Add(reaperWait)
 		} else if time.Now().After(deadline) {
-			return nil, ErrOverloaded
+			return nil, actor.ErrOverloaded
 		}
 		// Never ask the reaper while holding a shard lock: it stops
 		// actors, and a stopping actor takes its shard's lock.
@@ -350,7 +337,7 @@ func (s *Supervisor) reserve(ctx context.Context, size int64) error {
 			return err
 		}
 	}
-	return ErrOverloaded
+	return actor.ErrOverloaded
 }
 
 func (s *Supervisor) tryReserve(size int64) bool {
@@ -363,7 +350,7 @@ func (s *Supervisor) tryReserve(size int64) bool {
 }
 
 // Close stops the reaper and every actor and keeps the messages they still
-// held, for Leftovers. Parked long-polls see actor.ErrStopped from Await.
+// held, for Leftovers. Parked long-polls are answered actor.ErrStopped.
 // Close waits until every actor has stopped (its Done is closed).
 func (s *Supervisor) Close() {
 	s.closed.Do(func() {
@@ -387,7 +374,7 @@ func (s *Supervisor) Close() {
 // messages still queued, oldest first per mailbox, for the state file:
 // what the actors held and what Requeue put back since Close began. Call
 // it once every answer that might put a message back has finished; a
-// Requeue after it is refused with ErrClosed.
+// Requeue after it is refused with actor.ErrClosed.
 func (s *Supervisor) Leftovers() map[actor.ID][]actor.Message {
 	s.Close()
 	s.leftMu.Lock()

@@ -136,15 +136,15 @@ func TestMemoryLimitWithNothingToEvict(t *testing.T) {
 		opts := testOptions()
 		opts.MemoryLimit = 4
 		s := newTest(t, opts)
-		if _, err := s.Post(context.Background(), id(1), []byte("12345")); !errors.Is(err, ErrOverloaded) {
-			t.Fatalf("got %v; want ErrOverloaded", err)
+		if _, err := s.Post(context.Background(), id(1), []byte("12345")); !errors.Is(err, actor.ErrOverloaded) {
+			t.Fatalf("got %v; want actor.ErrOverloaded", err)
 		}
 	})
 }
 
 // Z5: at max_mailboxes an empty mailbox without waiters is reclaimed, the
 // least recently active first; when none is reclaimable the answer is
-// ErrOverloaded.
+// actor.ErrOverloaded.
 func TestMaxMailboxesReclaimsIdleEmpty(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		opts := testOptions()
@@ -162,8 +162,8 @@ func TestMaxMailboxesReclaimsIdleEmpty(t *testing.T) {
 			t.Fatalf("wrong mailbox reclaimed: want 1 gone and 2 kept")
 		}
 		post(t, s, id(5), "x") // reclaims 2
-		if _, err := s.Post(context.Background(), id(6), []byte("x")); !errors.Is(err, ErrOverloaded) {
-			t.Fatalf("all mailboxes hold messages: got %v; want ErrOverloaded", err)
+		if _, err := s.Post(context.Background(), id(6), []byte("x")); !errors.Is(err, actor.ErrOverloaded) {
+			t.Fatalf("all mailboxes hold messages: got %v; want actor.ErrOverloaded", err)
 		}
 		if got := s.Snapshot().Mailboxes; got != 3 {
 			t.Fatalf("mailboxes = %d; want 3", got)
@@ -182,8 +182,8 @@ func TestMaxMailboxesKeepsMailboxWithWaiter(t *testing.T) {
 			got <- d
 		}()
 		synctest.Wait()
-		if _, err := s.Post(context.Background(), id(2), []byte("x")); !errors.Is(err, ErrOverloaded) {
-			t.Fatalf("got %v; want ErrOverloaded: the only mailbox has a waiter", err)
+		if _, err := s.Post(context.Background(), id(2), []byte("x")); !errors.Is(err, actor.ErrOverloaded) {
+			t.Fatalf("got %v; want actor.ErrOverloaded: the only mailbox has a waiter", err)
 		}
 		post(t, s, id(1), "for the waiter")
 		if d := <-got; string(d.Message.Body) != "for the waiter" {
@@ -196,7 +196,7 @@ func TestMaxMailboxesKeepsMailboxWithWaiter(t *testing.T) {
 // either taken by the old actor or retried against a fresh one. This
 // reaper stops the actor again the instant it is idle, far more often than
 // any real sweep, so a post can lose the race on every retry: it is then
-// refused with ErrOverloaded (503, the client retries), never accepted and
+// refused with actor.ErrOverloaded (503, the client retries), never accepted and
 // dropped.
 func TestPostRacingReaperIsNeverLost(t *testing.T) {
 	s := newTest(t, testOptions())
@@ -225,7 +225,7 @@ func TestPostRacingReaperIsNeverLost(t *testing.T) {
 		switch {
 		case err == nil:
 			accepted++
-		case !errors.Is(err, ErrOverloaded):
+		case !errors.Is(err, actor.ErrOverloaded):
 			t.Fatalf("post %d: %v", i, err)
 		}
 		if i%2 == 1 {
@@ -265,14 +265,14 @@ func TestCloseReturnsQueuedAndWakesWaiters(t *testing.T) {
 		}()
 		synctest.Wait()
 		s.Close()
-		if err := <-errc; !errors.Is(err, ErrClosed) {
-			t.Fatalf("parked waiter: got %v; want ErrClosed", err)
+		if err := <-errc; !errors.Is(err, actor.ErrClosed) {
+			t.Fatalf("parked waiter: got %v; want actor.ErrClosed", err)
 		}
 		if left := s.Leftovers(); len(left) != 1 || len(left[id(1)]) != 2 || string(left[id(1)][0].Body) != "a" {
 			t.Fatalf("Leftovers returned %+v; want a, b", left)
 		}
-		if _, err := s.Post(context.Background(), id(1), []byte("late")); !errors.Is(err, ErrClosed) {
-			t.Fatalf("post after close: got %v; want ErrClosed", err)
+		if _, err := s.Post(context.Background(), id(1), []byte("late")); !errors.Is(err, actor.ErrClosed) {
+			t.Fatalf("post after close: got %v; want actor.ErrClosed", err)
 		}
 	})
 }
@@ -304,8 +304,8 @@ func TestRequeueAfterCloseJoinsLeftovers(t *testing.T) {
 		if want := []string{"1:a", "1:b", "2:other"}; fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("Leftovers: %v; want %v", got, want)
 		}
-		if err := s.Requeue(id(1), taken); !errors.Is(err, ErrClosed) {
-			t.Fatalf("Requeue after Leftovers: %v; want ErrClosed", err)
+		if err := s.Requeue(id(1), taken); !errors.Is(err, actor.ErrClosed) {
+			t.Fatalf("Requeue after Leftovers: %v; want actor.ErrClosed", err)
 		}
 	})
 }
@@ -422,11 +422,11 @@ func TestSnapshotOverloaded(t *testing.T) {
 		opts.MemoryLimit = 100
 		s := newTest(t, opts)
 		post(t, s, id(1), string(make([]byte, 89)))
-		if got := s.Snapshot(); got != (Snapshot{Mailboxes: 1, Busy: 1, Messages: 1, QueuedBytes: 89}) {
+		if got := s.Snapshot(); got != (actor.Snapshot{Mailboxes: 1, Busy: 1, Messages: 1, QueuedBytes: 89}) {
 			t.Errorf("89 of 100 bytes: %+v; want not overloaded", got)
 		}
 		post(t, s, id(1), "x")
-		if got := s.Snapshot(); got != (Snapshot{Mailboxes: 1, Busy: 1, Messages: 2, QueuedBytes: 90, Overloaded: true}) {
+		if got := s.Snapshot(); got != (actor.Snapshot{Mailboxes: 1, Busy: 1, Messages: 2, QueuedBytes: 90, Overloaded: true}) {
 			t.Errorf("90 of 100 bytes: %+v; want overloaded", got)
 		}
 	})
@@ -436,12 +436,12 @@ func TestSnapshotOverloaded(t *testing.T) {
 		s := newTest(t, opts)
 		post(t, s, id(1), "a")
 		post(t, s, id(2), "b")
-		if got := s.Snapshot(); got != (Snapshot{Mailboxes: 2, Busy: 2, Messages: 2, QueuedBytes: 2, Overloaded: true}) {
+		if got := s.Snapshot(); got != (actor.Snapshot{Mailboxes: 2, Busy: 2, Messages: 2, QueuedBytes: 2, Overloaded: true}) {
 			t.Errorf("2 of 2 mailboxes busy: %+v; want overloaded", got)
 		}
 		receive(t, s, id(2))
 		synctest.Wait()
-		if got := s.Snapshot(); got != (Snapshot{Mailboxes: 2, Busy: 1, Messages: 1, QueuedBytes: 1}) {
+		if got := s.Snapshot(); got != (actor.Snapshot{Mailboxes: 2, Busy: 1, Messages: 1, QueuedBytes: 1}) {
 			t.Errorf("2 of 2 mailboxes, one reclaimable: %+v; want not overloaded", got)
 		}
 	})

@@ -2,7 +2,7 @@
 // dependencies pointing one way (STYLE.md rule 3):
 //
 //	cmd → conf, httpapi, supervisor, actor
-//	httpapi → supervisor, actor
+//	httpapi → actor (the engine's types and errors; never the engine)
 //	supervisor → actor
 //	actor, conf → no package of ours
 //
