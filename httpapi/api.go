@@ -7,7 +7,6 @@ package httpapi
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -82,9 +81,6 @@ type api struct {
 	log     *zap.Logger
 	opts    Options
 	metrics apiMetrics
-	// versionJSON is Options.Version as a JSON string, quoted and escaped
-	// once so /health only copies it.
-	versionJSON string
 	// epoch is the X-Mailbox-Epoch header value of the engine's latest
 	// epoch (epochHeader).
 	epoch atomic.Pointer[[]string]
@@ -111,11 +107,6 @@ func New(d Deps) http.Handler {
 	if a.opts.AnswerIdle <= 0 {
 		a.opts.AnswerIdle = answerIdle
 	}
-	v, err := json.Marshal(a.opts.Version)
-	if err != nil {
-		panic("BUG: version string: " + err.Error())
-	}
-	a.versionJSON = string(v)
 	a.postAnswers.New = func() any { return &postAnswer{offStack: offStack{done: make(chan struct{}, 1)}} }
 	a.getAnswers.New = func() any { return &getAnswer{offStack: offStack{done: make(chan struct{}, 1)}} }
 	a.answerers = make(chan answerWriter)

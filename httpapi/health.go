@@ -2,13 +2,27 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/apierr"
 )
+
+// healthReport is /health's JSON body, in the order operators read it.
+type healthReport struct {
+	Status        string `json:"status"`
+	UptimeSeconds int64  `json:"uptime_seconds"`
+	Version       string `json:"version"`
+	Epoch         string `json:"epoch"`
+	Mailboxes     int    `json:"mailboxes"`
+	Busy          int    `json:"busy_mailboxes"`
+	Messages      int64  `json:"messages"`
+	QueuedBytes   int64  `json:"queued_bytes"`
+	Waiting       int64  `json:"waiting_long_polls"`
+	Connections   int64  `json:"open_connections"`
+}
 
 // health reports liveness and load (R6.1, R6.5, R6.6): 200 "healthy", or
 // 503 "overloaded" when the engine says so (Snapshot.Overloaded: near the
@@ -40,31 +54,21 @@ func (a *api) health(w http.ResponseWriter, r *http.Request) error {
 		unhealthy(apierr.Overloaded)
 	}
 
-	epoch := a.mb.Epoch()
-	b := make([]byte, 0, 192+len(a.versionJSON)+len(epoch))
-	b = append(b, `{"status":"`...)
-	b = append(b, status...)
-	b = append(b, `","uptime_seconds":`...)
-	b = strconv.AppendInt(b, int64(time.Since(a.opts.Started)/time.Second), 10)
-	b = append(b, `,"version":`...)
-	b = append(b, a.versionJSON...)
-	// Z9; an epoch is URL-safe characters only: nothing to escape.
-	b = append(b, `,"epoch":"`...)
-	b = append(b, epoch...)
-	b = append(b, '"')
-	b = append(b, `,"mailboxes":`...)
-	b = strconv.AppendInt(b, int64(snap.Mailboxes), 10)
-	b = append(b, `,"busy_mailboxes":`...)
-	b = strconv.AppendInt(b, int64(snap.Busy), 10)
-	b = append(b, `,"messages":`...)
-	b = strconv.AppendInt(b, snap.Messages, 10)
-	b = append(b, `,"queued_bytes":`...)
-	b = strconv.AppendInt(b, snap.QueuedBytes, 10)
-	b = append(b, `,"waiting_long_polls":`...)
-	b = strconv.AppendInt(b, snap.Waiting, 10)
-	b = append(b, `,"open_connections":`...)
-	b = strconv.AppendInt(b, conns, 10)
-	b = append(b, '}')
+	b, err := json.Marshal(healthReport{
+		Status:        status,
+		UptimeSeconds: int64(time.Since(a.opts.Started) / time.Second),
+		Version:       a.opts.Version,
+		Epoch:         a.mb.Epoch(), // Z9
+		Mailboxes:     snap.Mailboxes,
+		Busy:          snap.Busy,
+		Messages:      snap.Messages,
+		QueuedBytes:   snap.QueuedBytes,
+		Waiting:       snap.Waiting,
+		Connections:   conns,
+	})
+	if err != nil {
+		return err
+	}
 
 	h := w.Header()
 	h["Content-Type"] = hvJSON
