@@ -32,4 +32,6 @@ type Snapshot struct {
 	// waiter makes room for a new one at once (Z5), so it leaves the
 	// server healthy. A zero limit is not checked.
 	Overloaded bool
+	// StoreUnavailable: the shared store does not answer (Z13).
+	StoreUnavailable bool
 }

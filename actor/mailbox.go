@@ -84,12 +84,14 @@ type Mailbox struct {
 	// busyPerWaiter for each long-poll from StartReceive until it is
 	// answered or cancelled; Stats.Busy counts the mailboxes where it is not 0.
 	busy atomic.Int32
+	// wakePending is set by Wake until the actor serves the wake-up.
+	wakePending atomic.Bool
 
 	// Owned by run.
-	q        queue
+	q        Queue     // where the messages live: &mem, or a shared store's
+	mem      memQueue  // the queue of a mailbox held in this process
 	parked   []*Waiter // oldest first; some may be gone, pruned lazily
 	pruneAt  int       // prune gone waiters when len(waiters) reaches this
-	nextSeq  uint64
 	stopping bool
 }
 
@@ -111,18 +113,35 @@ const (
 // state is the actor's runState.
 func (m *Mailbox) state() runState { return runState(m.life.Load() & stateMask) }
 
-// Start makes the actor; its goroutine starts with the first command.
-// firstSeq is the sequence of the first message posted here (R1.7);
-// restore holds messages carried over from a state file, oldest first,
-// with sequences below firstSeq.
+// Start makes the actor of a mailbox whose messages this process holds;
+// its goroutine starts with the first command. firstSeq is the sequence
+// of the first message posted here (R1.7); restore holds messages carried
+// over from a state file, oldest first, with sequences below firstSeq.
 func Start(id ID, opts *Options, firstSeq uint64, restore []Message) *Mailbox {
-	m := &Mailbox{id: id, opts: opts, inbox: make(chan command), done: make(chan struct{}), nextSeq: firstSeq, pruneAt: 8}
-	m.lastActive.Store(opts.Now().UnixNano())
+	m := newMailbox(id, opts)
+	m.mem = memQueue{nextSeq: firstSeq, opts: opts}
+	m.q = &m.mem
 	for _, msg := range restore {
-		m.q.pushBack(msg)
-		m.enqueued(msg)
+		m.mem.push(msg, false)
 	}
+	m.held()
 	m.publish()
+	return m
+}
+
+// StartShared makes the actor of a mailbox whose messages live in q, a
+// store shared with other nodes (Z13): the actor keeps this node's
+// waiters and serialises this node's calls on q.
+func StartShared(id ID, opts *Options, q Queue) *Mailbox {
+	m := newMailbox(id, opts)
+	m.q = q
+	m.publish()
+	return m
+}
+
+func newMailbox(id ID, opts *Options) *Mailbox {
+	m := &Mailbox{id: id, opts: opts, inbox: make(chan command), done: make(chan struct{}), pruneAt: 8}
+	m.lastActive.Store(opts.Now().UnixNano())
 	return m
 }
 
@@ -168,10 +187,12 @@ func (m *Mailbox) addBusy(d int32) {
 	}
 }
 
-// holding records whether the queue holds a message; only the actor's
-// goroutine calls it, so its own bit is read without a race.
-func (m *Mailbox) holding(yes bool) {
-	if had := m.busy.Load()&holdsMessages != 0; had != yes {
+// held records whether this process holds a message of the mailbox,
+// before the command that changed it answers; only the actor's goroutine
+// calls it, so its own bit is read without a race.
+func (m *Mailbox) held() {
+	n, _ := m.q.Held()
+	if yes, had := n > 0, m.busy.Load()&holdsMessages != 0; had != yes {
 		if yes {
 			m.addBusy(holdsMessages)
 		} else {
@@ -470,12 +491,11 @@ func (w *Waiter) recycle() {
 // Requeue puts a message whose delivery failed back at the head of the queue
 // (Z2), or hands it to a live waiter.
 func (m *Mailbox) Requeue(msg Message) error {
-	cmd := &requeueCmd{msg: msg, reply: make(chan struct{}, 1)}
+	cmd := &requeueCmd{msg: msg, reply: make(chan error, 1)}
 	if err := m.send(cmd); err != nil {
 		return err
 	}
-	<-cmd.reply
-	return nil
+	return <-cmd.reply
 }
 
 // Sweep drops expired messages (R3.1, R3.2) and stops the actor when it
@@ -517,93 +537,108 @@ func (m *Mailbox) Stop() []Message {
 func (c *postCmd) handle(m *Mailbox) {
 	now := m.opts.Now()
 	m.touch(now)
-	m.dropExpired(now)
-	if m.q.len() >= m.opts.MaxQueueLength {
-		c.reply <- postResult{err: ErrQueueFull}
+	p, err := m.q.Post(now, c.body, m.hasLiveWaiter())
+	m.held()
+	if err != nil {
+		c.reply <- postResult{err: err}
 		return
 	}
-	msg := Message{Seq: m.nextSeq, Body: c.body, Arrived: now}
-	m.nextSeq++
 	m.opts.Stats.Posted.Add(1)
-	if w := m.liveWaiter(); w != nil {
-		// The POST is answered first: whoever the waiter's Receiver wakes
-		// to write the delivery is then what this processor runs next,
-		// rather than the POST's goroutine (docs/architecture.md).
-		c.reply <- postResult{r: PostReply{Seq: msg.Seq}}
-		m.deliver(w, msg)
-		return
+	// The POST is answered first: whoever the waiter's Receiver wakes to
+	// write the delivery is then what this processor runs next, rather
+	// than the POST's goroutine (docs/architecture.md).
+	c.reply <- postResult{r: PostReply{Seq: p.Seq, QueueLen: p.QueueLen}}
+	if p.Taken.OK {
+		m.handOut(p.Taken)
 	}
-	m.q.pushBack(msg)
-	m.enqueued(msg)
-	c.reply <- postResult{r: PostReply{Seq: msg.Seq, QueueLen: m.q.len()}}
 }
 
 func (c *getCmd) handle(m *Mailbox) {
 	now := m.opts.Now()
 	m.touch(now)
-	m.dropExpired(now)
 	w := c.w
-	if m.q.len() > 0 || !c.wait {
-		if w.ctx.Err() != nil || !w.claim(served) {
-			return // the caller has gone and cancels: nothing leaves the queue (Z2)
-		}
-		if m.q.len() == 0 {
-			w.answer(Delivery{}, nil)
-			return
-		}
-		msg := m.q.popFront()
-		m.dequeued(msg)
-		m.deliver(w, msg)
+	if w.ctx.Err() != nil {
+		return // the caller has gone and cancels: nothing leaves the queue (Z2)
+	}
+	if c.wait && m.hasLiveWaiter() {
+		m.park(w) // older waiters here are served first
 		return
 	}
-	if len(m.parked) >= m.pruneAt {
-		m.pruneWaiters()
+	d, err := m.q.Take(now)
+	if err == nil && !d.OK && c.wait {
+		// A new watch takes again: a message posted elsewhere between the
+		// empty take and the watch would wake nobody.
+		if fresh, werr := m.q.Watch(m.wake); werr == nil && fresh {
+			d, err = m.q.Take(now)
+		}
 	}
-	m.parked = append(m.parked, w)
+	m.held()
+	if err == nil && !d.OK && c.wait {
+		m.park(w)
+		return
+	}
+	if !w.claim(served) {
+		// The deadline or the caller came first: the message goes back.
+		if d.OK {
+			m.putBack(d.Message)
+		}
+		return
+	}
+	if d.OK {
+		m.deliver(w, d)
+		return
+	}
+	w.answer(Delivery{}, err)
 }
 
 func (c *requeueCmd) handle(m *Mailbox) {
 	m.touch(m.opts.Now())
 	m.opts.Stats.Requeued.Add(1)
-	if !m.handoff(c.msg) {
-		m.q.pushFront(c.msg)
-		m.enqueued(c.msg)
+	err := m.q.PutBack(c.msg)
+	m.held()
+	c.reply <- err
+	if err == nil {
+		m.serveParked()
 	}
-	c.reply <- struct{}{}
+}
+
+// wakeCmd tells the actor that a message may have arrived in a shared
+// store; its oldest live waiters take what there is.
+type wakeCmd struct{}
+
+func (wakeCmd) handle(m *Mailbox) {
+	m.wakePending.Store(false)
+	m.serveParked()
 }
 
 func (c *sweepCmd) handle(m *Mailbox) {
-	n, bytes := m.dropExpired(m.opts.Now())
+	n, bytes := m.q.Sweep(m.opts.Now())
+	m.held()
 	r := SweepReply{Expired: n, ExpiredBytes: bytes}
 	m.pruneWaiters()
-	if !c.idleBefore.IsZero() && m.q.len() == 0 && len(m.parked) == 0 &&
+	if len(m.parked) == 0 {
+		m.q.Unwatch() // nobody here waits for another node's posts
+	}
+	held, _ := m.q.Held()
+	if !c.idleBefore.IsZero() && held == 0 && len(m.parked) == 0 &&
 		m.lastActive.Load() < c.idleBefore.UnixNano() {
 		m.stopping = true
 		r.Stopped = true
 	}
-	r.QueueLen = m.q.len()
+	r.QueueLen = held
 	c.reply <- r
 }
 
 func (c *evictCmd) handle(m *Mailbox) {
-	var r EvictReply
-	for m.q.len() > 0 && r.Bytes < c.need && !m.q.front().Arrived.After(c.notAfter) {
-		msg := m.q.popFront()
-		m.dequeued(msg)
-		r.Evicted++
-		r.Bytes += int64(len(msg.Body))
-	}
-	m.opts.Stats.EvictedMemory.Add(uint64(r.Evicted))
-	c.reply <- r
+	n, bytes := m.q.Evict(c.notAfter, c.need)
+	m.held()
+	c.reply <- EvictReply{Evicted: n, Bytes: bytes}
 }
 
 func (c *stopCmd) handle(m *Mailbox) {
-	msgs := make([]Message, 0, m.q.len())
-	for m.q.len() > 0 {
-		msg := m.q.popFront()
-		m.dequeued(msg)
-		msgs = append(msgs, msg)
-	}
+	msgs := m.q.Drain()
+	m.held()
+	m.q.Unwatch()
 	// Parked waiters learn of the stop from their answer.
 	for _, w := range m.parked {
 		if w.claim(served) {
@@ -615,20 +650,79 @@ func (c *stopCmd) handle(m *Mailbox) {
 	c.reply <- msgs
 }
 
-// handoff gives msg to the oldest live waiter, skipping those that are gone.
-func (m *Mailbox) handoff(msg Message) bool {
-	w := m.liveWaiter()
-	if w == nil {
-		return false
+// Wake asks the actor to let its oldest live waiters take what the store
+// holds: a shared store's watch calls it when another node posted. It
+// returns at once; wake-ups that come while one is pending are one.
+func (m *Mailbox) Wake() {
+	if m.wakePending.CompareAndSwap(false, true) {
+		go m.send(wakeCmd{}) // a stopped actor has no waiter to wake: its error says so
 	}
-	m.deliver(w, msg)
-	return true
 }
 
-// deliver answers w, which the actor has moved to served, with msg.
-func (m *Mailbox) deliver(w *Waiter, msg Message) {
+// wake is the function a Queue's watch calls.
+func (m *Mailbox) wake() { m.Wake() }
+
+// serveParked takes messages for the oldest live waiters for as long as
+// the store has some; a shared store's failure leaves them waiting (its
+// watch or the next wake-up tries again).
+func (m *Mailbox) serveParked() {
+	now := m.opts.Now()
+	for m.hasLiveWaiter() {
+		d, err := m.q.Take(now)
+		m.held()
+		if err != nil || !d.OK {
+			return
+		}
+		m.handOut(d)
+		if d.QueueLen == 0 {
+			return
+		}
+	}
+}
+
+// handOut gives a taken message to the oldest live waiter, or puts it
+// back when every waiter has gone meanwhile.
+func (m *Mailbox) handOut(d Delivery) {
+	if w := m.liveWaiter(); w != nil {
+		m.deliver(w, d)
+		return
+	}
+	m.putBack(d.Message)
+}
+
+// putBack returns a message taken for a waiter that has gone; a shared
+// store that cannot take it now gets it back when its lease runs out.
+func (m *Mailbox) putBack(msg Message) {
+	if m.q.PutBack(msg) == nil {
+		m.held()
+	}
+}
+
+// deliver answers w, which the actor has moved to served, with d.
+func (m *Mailbox) deliver(w *Waiter, d Delivery) {
 	m.opts.Stats.Delivered.Add(1)
-	w.answer(Delivery{Message: msg, QueueLen: m.q.len(), OK: true}, nil)
+	w.answer(d, nil)
+}
+
+// park lists w, which waits for a message.
+func (m *Mailbox) park(w *Waiter) {
+	if len(m.parked) >= m.pruneAt {
+		m.pruneWaiters()
+	}
+	m.parked = append(m.parked, w)
+}
+
+// hasLiveWaiter drops gone waiters from the head of the list and reports
+// whether one that can take a message is left.
+func (m *Mailbox) hasLiveWaiter() bool {
+	for len(m.parked) > 0 {
+		if !m.parked[0].gone() {
+			return true
+		}
+		m.parked[0] = nil
+		m.parked = m.parked[1:]
+	}
+	return false
 }
 
 // liveWaiter takes the oldest live waiter out of the list and moves it to
@@ -660,42 +754,12 @@ func (m *Mailbox) pruneWaiters() {
 	m.pruneAt = max(8, 2*len(live))
 }
 
-// dropExpired removes messages older than the TTL from the head; arrival
-// order makes the head the oldest, so none is ever delivered late (R3.1).
-func (m *Mailbox) dropExpired(now time.Time) (n int, bytes int64) {
-	for m.q.len() > 0 && now.Sub(m.q.front().Arrived) >= m.opts.TTL {
-		msg := m.q.popFront()
-		m.dequeued(msg)
-		n++
-		bytes += int64(len(msg.Body))
-	}
-	if n > 0 {
-		m.opts.Stats.EvictedTTL.Add(uint64(n))
-	}
-	return n, bytes
-}
-
 func (m *Mailbox) touch(now time.Time) { m.lastActive.Store(now.UnixNano()) }
-
-func (m *Mailbox) enqueued(msg Message) {
-	m.opts.Stats.QueuedMessages.Add(1)
-	m.opts.Stats.QueuedBytes.Add(int64(len(msg.Body)))
-	m.holding(true)
-}
-
-func (m *Mailbox) dequeued(msg Message) {
-	m.opts.Stats.QueuedMessages.Add(-1)
-	m.opts.Stats.QueuedBytes.Add(-int64(len(msg.Body)))
-	m.holding(m.q.len() > 0)
-}
 
 // publish exposes the state the reaper and supervisor pick candidates by.
 func (m *Mailbox) publish() {
-	m.queueLen.Store(int32(m.q.len()))
-	var head int64
-	if m.q.len() > 0 {
-		head = m.q.front().Arrived.UnixNano()
-	}
+	n, head := m.q.Held()
+	m.queueLen.Store(int32(n))
 	m.headArrival.Store(head)
 	m.waiters.Store(int32(len(m.parked)))
 }

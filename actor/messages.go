@@ -74,7 +74,7 @@ type getCmd struct {
 
 type requeueCmd struct {
 	msg   Message
-	reply chan struct{}
+	reply chan error
 }
 
 type sweepCmd struct {

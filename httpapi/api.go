@@ -29,6 +29,9 @@ type Mailboxes interface {
 	// rule that a receive whose context has ended takes no message (Z2).
 	StartReceive(ctx context.Context, id actor.ID, wait time.Duration, to actor.Receiver) (actor.Receipt, error)
 	Requeue(id actor.ID, msg actor.Message) error
+	// Acknowledge settles a message whose response reached the
+	// connection: a shared store forgets its lease (Z13).
+	Acknowledge(id actor.ID, msg actor.Message) error
 	Snapshot() actor.Snapshot
 	// Epoch names the lineage of the queued state (Z9), for every 200,
 	// 202 and 204 of the mailbox routes and for /health. It may change

@@ -61,6 +61,7 @@ var errorTable = []struct {
 	{apierr.Overloaded, []error{actor.ErrOverloaded}},
 	{apierr.ShuttingDown, []error{ErrShuttingDown, actor.ErrClosed, actor.ErrStopped}},
 	{apierr.QueueFull, []error{actor.ErrQueueFull}},
+	{apierr.StoreUnavailable, []error{actor.ErrStoreUnavailable}},
 }
 
 // retryAfterError is implemented by errors that know when the client may

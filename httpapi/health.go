@@ -27,7 +27,8 @@ type healthReport struct {
 // health reports liveness and load (R6.1, R6.5, R6.6): 200 "healthy", or
 // 503 "overloaded" when the engine says so (Snapshot.Overloaded: near the
 // memory limit, or at the mailbox limit with no mailbox reclaimable) or
-// at the connection cap (max_connections), which this package owns, or
+// at the connection cap (max_connections), which this package owns, 503
+// "store_unavailable" when the shared store does not answer (Z13), or
 // 503 "shutting_down" once shutdown has begun, so that a load balancer
 // stops sending traffic before the listener closes. It reads counters
 // only and asks no actor. Later middleware must leave it unauthenticated
@@ -50,6 +51,8 @@ func (a *api) health(w http.ResponseWriter, r *http.Request) error {
 		unhealthy(apierr.ShuttingDown)
 	// This request's own connection counts, so open connections reach
 	// the cap here exactly when the next connection would be refused.
+	case snap.StoreUnavailable:
+		unhealthy(apierr.StoreUnavailable)
 	case snap.Overloaded || a.conns != nil && conns >= a.conns.Max():
 		unhealthy(apierr.Overloaded)
 	}

@@ -425,6 +425,12 @@ func (a *api) answerReceive(an *getAnswer) error {
 		a.requeue(id, msg, "response write failed")
 		return nil
 	}
+	if err := a.mb.Acknowledge(id, msg); err != nil {
+		// The lease runs out and the message is delivered again: clients
+		// de-duplicate by sequence (Z13).
+		a.log.Warn("acknowledge failed: the message will be delivered again", zap.String("id", id.Short()),
+			zap.Uint64("sequence", msg.Seq), zap.Error(err))
+	}
 	if ce := a.log.Check(zap.DebugLevel, "message delivered"); ce != nil {
 		ce.Write(zap.String("id", id.Short()), zap.Uint64("sequence", msg.Seq),
 			zap.Int("queue_length", d.QueueLen))

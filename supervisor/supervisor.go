@@ -45,6 +45,27 @@ type Options struct {
 	// Restore in the state file; "": a new one, for a start without
 	// earlier state.
 	Epoch string
+	// Store keeps the queues in a store that several nodes share (Z13);
+	// nil: this process keeps them. With a Store, Restore and Epoch are
+	// unused: the store has both.
+	Store Store
+}
+
+// Store is a queue store shared by several nodes (package
+// supervisor/redisstore). Each node keeps one actor per mailbox for its
+// own waiters, and the actor serialises this node's calls on the
+// mailbox's Queue.
+type Store interface {
+	// Queue is the queue of id's mailbox, for a new actor; it counts the
+	// messages it drops for the TTL in stats.
+	Queue(id actor.ID, stats *actor.Stats) actor.Queue
+	// Ack settles a message whose response was written: the store no
+	// longer gives it back to the queue.
+	Ack(id actor.ID, msg actor.Message) error
+	// Epoch is the store's lineage (Z9), the same on every node.
+	Epoch() string
+	// Available reports whether the store answers.
+	Available() bool
 }
 
 // Supervisor routes requests to mailbox actors. Its methods are safe for
@@ -87,7 +108,7 @@ func New(opts Options) *Supervisor {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	if opts.Epoch == "" {
+	if opts.Epoch == "" && opts.Store == nil {
 		opts.Epoch = NewEpoch()
 	}
 	s := &Supervisor{opts: opts, log: opts.Logger, reg: newRegistry(), left: make(map[actor.ID][]actor.Message)}
@@ -121,7 +142,21 @@ func NewEpoch() string { return rand.Text() }
 // Epoch names the lineage of the queued state (Z9): the same as long as no
 // queued message can have been lost, new on a start without earlier state.
 // It never changes while the supervisor runs.
-func (s *Supervisor) Epoch() string { return s.opts.Epoch }
+func (s *Supervisor) Epoch() string {
+	if s.opts.Store != nil {
+		return s.opts.Store.Epoch()
+	}
+	return s.opts.Epoch
+}
+
+// Acknowledge settles a message whose response was written (Z13): a
+// shared store forgets its lease; in this process it is already gone.
+func (s *Supervisor) Acknowledge(id actor.ID, msg actor.Message) error {
+	if s.opts.Store == nil {
+		return nil
+	}
+	return s.opts.Store.Ack(id, msg)
+}
 
 // Stats are the server-wide message counters.
 func (s *Supervisor) Stats() *actor.Stats { return &s.stats }
@@ -137,6 +172,7 @@ func (s *Supervisor) Snapshot() actor.Snapshot {
 		Waiting:     s.stats.Waiting.Load(),
 	}
 	o := &s.opts
+	snap.StoreUnavailable = o.Store != nil && !o.Store.Available()
 	snap.Overloaded = o.MemoryLimit > 0 && snap.QueuedBytes*10 >= o.MemoryLimit*9 ||
 		o.MaxMailboxes > 0 && snap.Mailboxes >= o.MaxMailboxes && snap.Busy >= o.MaxMailboxes
 	return snap
@@ -225,9 +261,20 @@ func (s *Supervisor) Requeue(id actor.ID, msg actor.Message) error {
 	return actor.ErrOverloaded
 }
 
-// keep adds a message put back during or after Close to the leftovers, or
-// refuses it with actor.ErrClosed once Leftovers has taken them.
+// keep holds a message put back during or after Close: a shared store
+// takes it back itself; otherwise it joins the leftovers for the state
+// file, or is refused with actor.ErrClosed once Leftovers took them.
 func (s *Supervisor) keep(id actor.ID, msg actor.Message) error {
+	if s.opts.Store != nil {
+		return s.opts.Store.Queue(id, &s.stats).PutBack(msg)
+	}
+	return s.keepLeft(id, msg)
+}
+
+// keepLeft adds a message put back during or after Close to the
+// leftovers, or refuses it with actor.ErrClosed once Leftovers has taken
+// them.
+func (s *Supervisor) keepLeft(id actor.ID, msg actor.Message) error {
 	s.leftMu.Lock()
 	defer s.leftMu.Unlock()
 	if s.sealed {
@@ -306,6 +353,9 @@ func (s *Supervisor) acquireSlot() bool {
 
 // start spawns an actor; the caller has counted it in live and registers it.
 func (s *Supervisor) start(id actor.ID, restore []actor.Message) *actor.Mailbox {
+	if s.opts.Store != nil {
+		return actor.StartShared(id, &s.actorOpts, s.opts.Store.Queue(id, &s.stats))
+	}
 	// R1.7: a new mailbox starts at the clock in microseconds, so sequences
 	// keep rising across reaping without remembering reaped mailboxes.
 	first := uint64(s.opts.Now().UnixMicro())

@@ -35,6 +35,7 @@ const (
 	Overloaded
 	ShuttingDown
 	QueueFull
+	StoreUnavailable
 	// ConnectionLimit and SourceConnectionLimit are the connection cap's
 	// refusals (max_connections, max_connections_per_source): an
 	// `overloaded` answered on a connection the server never serves.
@@ -92,6 +93,7 @@ var catalogue = [NumCodes]Entry{
 	Overloaded:            {Status: http.StatusServiceUnavailable, Error: "overloaded", Message: "server is at its mailbox or memory limit", RetryAfter: 1},
 	ShuttingDown:          {Status: http.StatusServiceUnavailable, Error: "shutting_down", Message: "server is shutting down", RetryAfter: 1},
 	QueueFull:             {Status: http.StatusInsufficientStorage, Error: "queue_full", Message: "mailbox queue is full"},
+	StoreUnavailable:      {Status: http.StatusServiceUnavailable, Error: "store_unavailable", Message: "message store is unavailable", RetryAfter: 1},
 	ConnectionLimit:       {Status: http.StatusServiceUnavailable, Error: "overloaded", Message: "server is at its connection limit", RetryAfter: connRetryAfter},
 	SourceConnectionLimit: {Status: http.StatusServiceUnavailable, Error: "overloaded", Message: "too many open connections from this source", RetryAfter: connRetryAfter},
 }

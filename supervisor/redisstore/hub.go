@@ -1,0 +1,267 @@
+package redisstore
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// subConns is how many pub/sub connections a node shares among all its
+// watched mailboxes: never one per waiting GET (Z13).
+const subConns = 2
+
+// hub delivers another node's wake-ups to this node's actors: a mailbox
+// is subscribed while its actor watches it, on one of a few shared
+// pub/sub connections. Wake-ups can be lost (a reconnect, a subscription
+// still on its way), so after a reconnect every watched mailbox looks
+// again, and every Recheck each watched mailbox whose queue or leases are
+// not empty is woken whatever the channel said.
+type hub struct {
+	s      *Store
+	conns  [subConns]*subConn
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+type subConn struct {
+	ps   *redis.PubSub
+	mu   sync.Mutex
+	subs map[string]*watch // by channel; guarded by mu
+}
+
+// watch is one watched mailbox.
+type watch struct {
+	q    *queue
+	wake func()
+	// confirmed is closed when Redis confirms the subscription.
+	confirmed   chan struct{}
+	isConfirmed bool
+}
+
+func newHub(s *Store) *hub {
+	h := &hub{s: s}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	for i := range h.conns {
+		c := &subConn{ps: s.rdb.Subscribe(ctx), subs: make(map[string]*watch)}
+		h.conns[i] = c
+		h.wg.Add(1)
+		go h.receive(ctx, c)
+	}
+	h.wg.Add(1)
+	go h.recheck(ctx)
+	return h
+}
+
+func (h *hub) conn(q *queue) *subConn { return h.conns[int(q.id[0])%subConns] }
+
+// watch subscribes q's channel and waits for Redis to confirm it, so
+// that a take after it sees every post the subscription missed. On a
+// failure the watch stays: the pub/sub connection subscribes it again
+// when it is back, and the recheck looks meanwhile.
+func (h *hub) watch(q *queue, wake func()) (bool, error) {
+	c := h.conn(q)
+	c.mu.Lock()
+	if w := c.subs[q.channel]; w != nil {
+		w.wake = wake
+		c.mu.Unlock()
+		return false, nil
+	}
+	w := &watch{q: q, wake: wake, confirmed: make(chan struct{})}
+	c.subs[q.channel] = w
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), h.s.opts.Timeout)
+	defer cancel()
+	err := c.ps.Subscribe(ctx, q.channel)
+	if err == nil {
+		select {
+		case <-w.confirmed:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	return true, err
+}
+
+func (h *hub) unwatch(q *queue) {
+	c := h.conn(q)
+	c.mu.Lock()
+	_, ok := c.subs[q.channel]
+	delete(c.subs, q.channel)
+	c.mu.Unlock()
+	if ok {
+		ctx, cancel := context.WithTimeout(context.Background(), h.s.opts.Timeout)
+		defer cancel()
+		// On a failure the channel is still forgotten: a reconnect does
+		// not subscribe it again.
+		_ = c.ps.Unsubscribe(ctx, q.channel)
+	}
+}
+
+func (h *hub) count() int {
+	n := 0
+	for _, c := range h.conns {
+		c.mu.Lock()
+		n += len(c.subs)
+		c.mu.Unlock()
+	}
+	return n
+}
+
+// receive serves one pub/sub connection: confirmations release watch,
+// messages wake their actor. After a failure it waits (backing off) and
+// reads again, which reconnects and subscribes every channel again; the
+// first confirmation after that wakes every mailbox on the connection,
+// since wake-ups may have been lost meanwhile.
+func (h *hub) receive(ctx context.Context, c *subConn) {
+	defer h.wg.Done()
+	lost := false
+	backoff := minBackoff
+	for {
+		msg, err := c.ps.Receive(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if !lost {
+				lost = true
+				h.s.log.Warn("store pub/sub connection lost; waiting mailboxes will look again once it is back", zap.Error(err))
+			}
+			if !sleep(ctx, backoff) {
+				return
+			}
+			backoff = min(2*backoff, maxBackoff)
+			continue
+		}
+		backoff = minBackoff
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				c.mu.Lock()
+				if w := c.subs[m.Channel]; w != nil && !w.isConfirmed {
+					w.isConfirmed = true
+					close(w.confirmed)
+				}
+				c.mu.Unlock()
+			}
+		case *redis.Message:
+			c.mu.Lock()
+			var wake func()
+			if w := c.subs[m.Channel]; w != nil {
+				wake = w.wake
+			}
+			c.mu.Unlock()
+			if wake != nil {
+				wake()
+			}
+		}
+		if lost {
+			lost = false
+			h.s.m.reconnects.Inc()
+			h.s.log.Info("store pub/sub connection regained")
+			for _, wake := range c.wakes() {
+				wake()
+			}
+		}
+	}
+}
+
+// wakes is every watched mailbox's wake function.
+func (c *subConn) wakes() []func() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]func(), 0, len(c.subs))
+	for _, w := range c.subs {
+		out = append(out, w.wake)
+	}
+	return out
+}
+
+// recheckBatch bounds one pipeline of the recheck.
+const recheckBatch = 512
+
+// recheck is the backstop: every Recheck it pings each pub/sub connection
+// (a dead one is noticed and replaced) and wakes every watched mailbox
+// whose queue or leases are not empty, in pipelines of a few hundred.
+func (h *hub) recheck(ctx context.Context) {
+	defer h.wg.Done()
+	t := time.NewTicker(h.s.opts.Recheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var ws []watched
+		for _, c := range h.conns {
+			pctx, cancel := context.WithTimeout(ctx, h.s.opts.Timeout)
+			_ = c.ps.Ping(pctx)
+			cancel()
+			c.mu.Lock()
+			for _, w := range c.subs {
+				ws = append(ws, watched{w.q, w.wake})
+			}
+			c.mu.Unlock()
+		}
+		for len(ws) > 0 {
+			n := min(len(ws), recheckBatch)
+			h.recheckBatch(ctx, ws[:n])
+			ws = ws[n:]
+		}
+	}
+}
+
+// watched is a watch as the recheck found it.
+type watched struct {
+	q    *queue
+	wake func()
+}
+
+func (h *hub) recheckBatch(ctx context.Context, ws []watched) {
+	ctx, cancel := context.WithTimeout(ctx, h.s.opts.Timeout)
+	defer cancel()
+	pipe := h.s.rdb.Pipeline()
+	lens := make([]*redis.IntCmd, len(ws))
+	leases := make([]*redis.IntCmd, len(ws))
+	for i, w := range ws {
+		lens[i] = pipe.LLen(ctx, w.q.keys[0])
+		leases[i] = pipe.ZCard(ctx, w.q.keys[2])
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return // Redis is away: the keeper reports it, and the next round looks again
+	}
+	for i, w := range ws {
+		if lens[i].Val() > 0 || leases[i].Val() > 0 {
+			w.wake()
+		}
+	}
+}
+
+func (h *hub) close() {
+	h.cancel()
+	for _, c := range h.conns {
+		_ = c.ps.Close()
+	}
+	h.wg.Wait()
+}
+
+const (
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 5 * time.Second
+)
+
+// sleep waits d unless ctx ends first, and reports whether it waited.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,225 @@
+// Package redisstore keeps the mailboxes' queues in Redis, so that several
+// nodes behind a load balancer serve the same mailboxes and a node can die
+// without losing a queued message (SPEC "Redis store (Z13)").
+//
+// Each node keeps the actor design: one actor per mailbox holds this
+// node's waiters and makes this node's calls on the mailbox's Queue, one
+// at a time. A mailbox is one Redis list changed only by the scripts in
+// lua/ (post, take, put back, acknowledge), so every change is atomic
+// across nodes; a taken message is leased to the taking node until its
+// response is written (acknowledge) or its lease runs out and it comes
+// back to the head. All keys and the wake-up channel of a mailbox share
+// the recipient id as hash tag, so a mailbox lives in one Cluster slot.
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
+)
+
+// Options configure a Store. cmd builds them from conf.Config.
+type Options struct {
+	URL               string        // redis:// or rediss:// (redis_url)
+	KeyPrefix         string        // redis_key_prefix
+	Timeout           time.Duration // one store call's deadline (redis_timeout_ms)
+	Lease             time.Duration // redis_lease_ms
+	TTL               time.Duration // message_ttl_seconds, on Redis' clock
+	MaxQueueLength    int
+	RequireNoEviction bool         // redis_require_noeviction
+	WaitReplicas      int          // redis_wait_replicas
+	Logger            *zap.Logger  // nil: no logs
+	Metrics           *metrics.Set // nil: no metrics
+	// Recheck is how often the mailboxes with waiters here look at their
+	// queue whatever the wake-ups said (a backstop); zero: 5 s.
+	Recheck time.Duration
+}
+
+// ErrEvictingPolicy is what Fatal carries when Redis may evict keys, that
+// is, drop queued messages (Z13).
+var ErrEvictingPolicy = errors.New("redis maxmemory-policy must be noeviction")
+
+// Store is the Redis store of one node. Its methods are safe for
+// concurrent use.
+type Store struct {
+	opts  Options
+	log   *zap.Logger
+	rdb   *redis.Client
+	hub   *hub
+	m     storeMetrics
+	epoch atomic.Pointer[string]
+	up    atomic.Bool
+
+	ttlUS, leaseUS string // script arguments, formatted once
+	maxLen         string
+
+	fatal  chan error
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New returns a node's store and starts its keeper, which connects in the
+// background: a node must start before its Redis does (Z13). Until Redis
+// answers, Available is false and every call fails with
+// actor.ErrStoreUnavailable.
+func New(opts Options) (*Store, error) {
+	ro, err := redis.ParseURL(opts.URL)
+	if err != nil {
+		// The URL may hold a password: its parser's message is not passed on.
+		return nil, errors.New("redis_url: not a valid redis:// or rediss:// URL")
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Recheck <= 0 {
+		opts.Recheck = 5 * time.Second
+	}
+	// A call's deadline bounds each step of it; go-redis retries nothing,
+	// so a failing call ends within Timeout (503 store_unavailable).
+	ro.DialTimeout, ro.ReadTimeout, ro.WriteTimeout, ro.PoolTimeout = opts.Timeout, opts.Timeout, opts.Timeout, opts.Timeout
+	ro.ContextTimeoutEnabled = true
+	ro.MaxRetries = -1
+	ro.Protocol = 2 // pub/sub as plain replies, no client-side push machinery
+	ro.DisableIdentity = true
+	s := &Store{
+		opts:    opts,
+		log:     opts.Logger,
+		rdb:     redis.NewClient(ro),
+		ttlUS:   fmt.Sprint(opts.TTL.Microseconds()),
+		leaseUS: fmt.Sprint(opts.Lease.Microseconds()),
+		maxLen:  fmt.Sprint(opts.MaxQueueLength),
+		fatal:   make(chan error, 1),
+		done:    make(chan struct{}),
+	}
+	empty := ""
+	s.epoch.Store(&empty)
+	s.m = newStoreMetrics(opts.Metrics)
+	s.hub = newHub(s)
+	if opts.Metrics != nil {
+		opts.Metrics.NewGauge("zrc_rendezvous_store_subscriptions", func() float64 { return float64(s.hub.count()) })
+		opts.Metrics.NewGauge("zrc_rendezvous_store_up", func() float64 {
+			if s.up.Load() {
+				return 1
+			}
+			return 0
+		})
+	}
+	// One look before the node starts serving: a Redis that answers and
+	// may evict keys refuses the start at once. One that does not answer
+	// yet is the keeper's to wait for.
+	checked := false
+	if err := s.check(context.Background(), &checked); errors.Is(err, ErrEvictingPolicy) {
+		s.hub.close()
+		s.rdb.Close()
+		return nil, err
+	} else if err == nil {
+		s.up.Store(true)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go s.keep(ctx, checked)
+	return s, nil
+}
+
+// Fatal delivers the one error that must stop the node: Redis may evict
+// queued messages (maxmemory-policy) while redis_require_noeviction is on.
+func (s *Store) Fatal() <-chan error { return s.fatal }
+
+// Available reports whether Redis answered the last call or check.
+func (s *Store) Available() bool { return s.up.Load() }
+
+// Epoch is the lineage of the queued state kept in Redis (Z9): the same
+// on every node, new when Redis lost its data; "" until Redis first
+// answered.
+func (s *Store) Epoch() string { return *s.epoch.Load() }
+
+// Close stops the keeper and the wake-ups and closes the connections.
+func (s *Store) Close() error {
+	s.cancel()
+	<-s.done
+	s.hub.close()
+	return s.rdb.Close()
+}
+
+// Queue is the queue of id's mailbox, for its actor on this node; it
+// counts what the scripts drop for the TTL in stats.
+func (s *Store) Queue(id actor.ID, stats *actor.Stats) actor.Queue {
+	q := s.newQueue(id)
+	q.stats = stats
+	return q
+}
+
+// Ack forgets the lease of a message whose response was written.
+func (s *Store) Ack(id actor.ID, msg actor.Message) error {
+	q := s.newQueue(id)
+	_, err := s.call(opAck, ackScript, q.keys[:], msg.Seq)
+	return err
+}
+
+// key is the name of one of a mailbox's keys or its channel.
+func (s *Store) key(hexID, suffix string) string {
+	return s.opts.KeyPrefix + "{" + hexID + "}:" + suffix
+}
+
+// call runs script with a deadline of Timeout, timing it and counting its
+// failure, and turns Redis' failures into the engine's errors.
+func (s *Store) call(op op, script *redis.Script, keys []string, args ...any) (any, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.Timeout)
+	defer cancel()
+	start := time.Now()
+	var res any
+	var err error
+	if op == opPost && s.opts.WaitReplicas > 0 {
+		res, err = s.postAndWait(ctx, script, keys, args)
+	} else {
+		res, err = script.Run(ctx, s.rdb, keys, args...).Result()
+	}
+	s.m.observe(op, time.Since(start), err)
+	if err != nil {
+		return nil, s.failed(op, err)
+	}
+	s.up.Store(true)
+	return res, nil
+}
+
+// postAndWait runs the post script and WAIT on one connection, so that
+// the answer comes only once WaitReplicas replicas hold the message.
+func (s *Store) postAndWait(ctx context.Context, script *redis.Script, keys []string, args []any) (any, error) {
+	conn := s.rdb.Conn()
+	defer conn.Close()
+	res, err := script.Run(ctx, conn, keys, args...).Result()
+	if err != nil {
+		return nil, err
+	}
+	wait := s.opts.Timeout / 2 // the rest of the deadline is for the round trips
+	n, err := conn.Wait(ctx, s.opts.WaitReplicas, wait).Result()
+	if err != nil {
+		return nil, err
+	}
+	if n < int64(s.opts.WaitReplicas) {
+		return nil, fmt.Errorf("%d of %d replicas confirmed the post within %v", n, s.opts.WaitReplicas, wait)
+	}
+	return res, nil
+}
+
+// failed maps err: a Redis out of memory under noeviction refuses the
+// post as overloaded (Z13); anything else is the store being unavailable.
+func (s *Store) failed(op op, err error) error {
+	if strings.HasPrefix(err.Error(), "OOM ") {
+		return fmt.Errorf("%w: redis is at its maxmemory", actor.ErrOverloaded)
+	}
+	s.up.Store(false)
+	if ce := s.log.Check(zap.DebugLevel, "store call failed"); ce != nil {
+		ce.Write(zap.String("op", op.String()), zap.Error(err))
+	}
+	return fmt.Errorf("%w: %s: %v", actor.ErrStoreUnavailable, op, err)
+}
