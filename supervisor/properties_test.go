@@ -17,6 +17,7 @@ import (
 	"github.com/leanovate/gopter/prop"
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
+	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor/redisstore"
 )
 
 const (
@@ -70,6 +71,12 @@ func (m *model) dropExpired(box int) {
 type sut struct {
 	s       *Supervisor
 	lastSeq [propBoxes]uint64
+	// parked returns once box's actor has parked the receive sent to it;
+	// quiet, once everything the engine started has finished. In a bubble
+	// both are synctest.Wait.
+	parked func(box int)
+	quiet  func()
+	close  func()
 }
 
 type postResult struct {
@@ -195,11 +202,13 @@ func (c cancelCommand) Run(x commands.SystemUnderTest) commands.Result {
 	rc, err := u.s.StartReceive(ctx, id(c.box), time.Minute, got)
 	var d actor.Delivery
 	if err == nil {
-		synctest.Wait() // the actor has seen it (and parked it, if not early)
+		if !c.early {
+			u.parked(c.box)
+		}
 		cancel()
 		d, err = got.await(ctx, rc)
 	}
-	synctest.Wait()
+	u.quiet()
 	return cancelResult{d: d, err: err, waiting: u.s.Snapshot().Waiting}
 }
 
@@ -283,40 +292,90 @@ func (c advanceCommand) String() string { return fmt.Sprintf("Advance(%v)", time
 func TestMailboxModel(t *testing.T) {
 	params := propParameters(t) // outside the bubble, whose clock is fixed
 	synctest.Test(t, func(t *testing.T) {
-		genBox := gen.IntRange(0, propBoxes-1)
-		cmds := &commands.ProtoCommands{
-			NewSystemUnderTestFunc: func(commands.State) commands.SystemUnderTest {
-				opts := testOptions()
-				opts.MaxQueueLength = propCap
-				opts.TTL = propTTL
-				opts.IdleTimeout = 25 * time.Second
-				opts.EvictionInterval = 7 * time.Second
-				return &sut{s: New(opts)}
-			},
-			DestroySystemUnderTestFunc: func(x commands.SystemUnderTest) { x.(*sut).s.Close() },
-			InitialStateGen:            gen.Const(&model{}),
-			GenCommandFunc: func(commands.State) gopter.Gen {
-				return gen.Weighted([]gen.WeightedGen{
-					{Weight: 4, Gen: gopter.CombineGens(genBox, gen.AlphaString()).Map(func(v []any) commands.Command {
-						return postCommand{box: v[0].(int), body: "m" + v[1].(string)}
-					})},
-					{Weight: 4, Gen: genBox.Map(func(b int) commands.Command { return getCommand{box: b} })},
-					{Weight: 1, Gen: gopter.CombineGens(genBox, gen.Bool()).Map(func(v []any) commands.Command {
-						return cancelCommand{box: v[0].(int), early: v[1].(bool)}
-					})},
-					{Weight: 1, Gen: gen.Const(commands.Command(reapCommand{}))},
-					// Whole seconds, so that messages land exactly on the
-					// TTL boundary now and then.
-					{Weight: 1, Gen: gen.Int64Range(0, int64(propMaxSteps/time.Second)).Map(func(d int64) commands.Command {
-						return advanceCommand(time.Duration(d) * time.Second)
-					})},
-				})
-			},
-		}
-		properties := gopter.NewProperties(params)
-		properties.Property("mailboxes behave like the model", commands.Prop(cmds))
-		properties.TestingRun(t)
+		checkMailboxModel(t, params, true, func() *sut {
+			opts := modelOptions()
+			opts.IdleTimeout = 25 * time.Second
+			opts.EvictionInterval = 7 * time.Second
+			s := New(opts)
+			return &sut{s: s, parked: func(int) { synctest.Wait() }, quiet: synctest.Wait, close: s.Close}
+		})
 	})
+}
+
+// TestMailboxModelRedis checks the same properties against the Redis
+// store: each run on keys of its own, on one redis-server. Redis keeps
+// its own clock, so the model's clock stands still (no Advance; the TTL
+// is far away).
+func TestMailboxModelRedis(t *testing.T) {
+	params := propParameters(t)
+	params.MinSuccessfulTests = 100
+	url := startRedis(t)
+	runs := 0
+	checkMailboxModel(t, params, false, func() *sut {
+		runs++
+		opts := modelOptions()
+		store, err := redisstore.New(redisstore.Options{
+			URL: url, KeyPrefix: fmt.Sprintf("run%d:", runs), Timeout: time.Second, Lease: time.Minute,
+			TTL: opts.TTL, MaxQueueLength: opts.MaxQueueLength, RequireNoEviction: true,
+		})
+		if err != nil {
+			panic(err)
+		}
+		opts.Store = store
+		s := New(opts)
+		// A withdrawn receive is over when Cancel returns: nothing to wait for.
+		u := &sut{s: s, quiet: func() {}, close: func() { s.Close(); store.Close() }}
+		u.parked = func(box int) {
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+				if mb := s.reg.get(id(box)); mb != nil && mb.Waiters() > 0 {
+					return
+				}
+			}
+			panic(fmt.Sprintf("box %d: the receive never parked", box))
+		}
+		return u
+	})
+}
+
+func modelOptions() Options {
+	opts := testOptions()
+	opts.MaxQueueLength = propCap
+	opts.TTL = propTTL
+	return opts
+}
+
+// checkMailboxModel runs the model's commands against the engines newSUT
+// makes; withClock adds the commands that move the clock.
+func checkMailboxModel(t *testing.T, params *gopter.TestParameters, withClock bool, newSUT func() *sut) {
+	genBox := gen.IntRange(0, propBoxes-1)
+	cmds := &commands.ProtoCommands{
+		NewSystemUnderTestFunc:     func(commands.State) commands.SystemUnderTest { return newSUT() },
+		DestroySystemUnderTestFunc: func(x commands.SystemUnderTest) { x.(*sut).close() },
+		InitialStateGen:            gen.Const(&model{}),
+		GenCommandFunc: func(commands.State) gopter.Gen {
+			gens := []gen.WeightedGen{
+				{Weight: 4, Gen: gopter.CombineGens(genBox, gen.AlphaString()).Map(func(v []any) commands.Command {
+					return postCommand{box: v[0].(int), body: "m" + v[1].(string)}
+				})},
+				{Weight: 4, Gen: genBox.Map(func(b int) commands.Command { return getCommand{box: b} })},
+				{Weight: 1, Gen: gopter.CombineGens(genBox, gen.Bool()).Map(func(v []any) commands.Command {
+					return cancelCommand{box: v[0].(int), early: v[1].(bool)}
+				})},
+				{Weight: 1, Gen: gen.Const(commands.Command(reapCommand{}))},
+			}
+			if withClock {
+				// Whole seconds, so that messages land exactly on the
+				// TTL boundary now and then.
+				gens = append(gens, gen.WeightedGen{Weight: 1, Gen: gen.Int64Range(0, int64(propMaxSteps/time.Second)).Map(func(d int64) commands.Command {
+					return advanceCommand(time.Duration(d) * time.Second)
+				})})
+			}
+			return gen.Weighted(gens)
+		},
+	}
+	properties := gopter.NewProperties(params)
+	properties.Property("mailboxes behave like the model", commands.Prop(cmds))
+	properties.TestingRun(t)
 }
 
 // op is one step of a random interleaving for property 6.

@@ -142,9 +142,10 @@ type Message struct {
 // Health is GET /health's report (R6.1). Counters a server does not
 // report stay zero.
 type Health struct {
-	Status           string `json:"status"` // healthy, overloaded, shutting_down
+	Status           string `json:"status"` // healthy, overloaded, store_unavailable, shutting_down
 	UptimeSeconds    int64  `json:"uptime_seconds"`
 	Version          string `json:"version"`
+	Epoch            string `json:"epoch"` // the lineage of the queued state (Z9)
 	Mailboxes        int64  `json:"mailboxes"`
 	BusyMailboxes    int64  `json:"busy_mailboxes"` // mailboxes holding a message or a waiting GET
 	Messages         int64  `json:"messages"`
