@@ -74,8 +74,15 @@ type Config struct {
 
 	MaxConnectionsPerSource int `koanf:"max_connections_per_source"`
 
-	Store    string `koanf:"store"`
-	RedisURL string `koanf:"redis_url"`
+	Store                  string `koanf:"store"`
+	RedisURL               string `koanf:"redis_url"`
+	RedisMode              string `koanf:"redis_mode"`
+	RedisMasterName        string `koanf:"redis_master_name"`
+	RedisKeyPrefix         string `koanf:"redis_key_prefix"`
+	RedisTimeoutMS         int    `koanf:"redis_timeout_ms"`
+	RedisLeaseMS           int    `koanf:"redis_lease_ms"`
+	RedisRequireNoEviction bool   `koanf:"redis_require_noeviction"`
+	RedisWaitReplicas      int    `koanf:"redis_wait_replicas"`
 
 	RuntimeMemoryLimitMB int `koanf:"runtime_memory_limit_mb"`
 
@@ -123,6 +130,12 @@ func (c Config) RateLimitWindow() time.Duration { return seconds(c.RateLimitWind
 
 // ShutdownTimeout is shutdown_timeout_seconds as a duration (R9.3).
 func (c Config) ShutdownTimeout() time.Duration { return seconds(c.ShutdownTimeoutSeconds) }
+
+// RedisTimeout is redis_timeout_ms as a duration (Z13).
+func (c Config) RedisTimeout() time.Duration { return millis(c.RedisTimeoutMS) }
+
+// RedisLease is redis_lease_ms as a duration (Z13).
+func (c Config) RedisLease() time.Duration { return millis(c.RedisLeaseMS) }
 
 // MemoryLimitBytes is memory_limit_mb in bytes (MiB, R3.5).
 func (c Config) MemoryLimitBytes() int64 { return int64(c.MemoryLimitMB) << 20 }
@@ -238,8 +251,15 @@ var fields = []field{
 	{key: "shutdown_timeout_seconds", kind: kindInt, def: 30, min: 0, max: MaxShutdownTimeoutSeconds, help: "drain limit in seconds"},
 	{key: "state_file", kind: kindString, def: "", help: "where queued messages survive a planned restart"},
 	{key: "max_connections_per_source", kind: kindInt, def: 256, min: 1, help: "open connections from one source; beyond: 503"},
-	{key: "store", kind: kindString, def: "memory", oneOf: []string{"memory", "redis"}, allowed: storeAllowed, help: "message store"},
+	{key: "store", kind: kindString, def: "memory", oneOf: []string{"memory", "redis"}, help: "message store"},
 	{key: "redis_url", kind: kindString, def: "", secret: true, allowed: "must be a redis:// or rediss:// URL with a host (e.g. redis://127.0.0.1:6379/0)", help: "redis store URL, e.g. redis://127.0.0.1:6379/0"},
+	{key: "redis_mode", kind: kindString, def: "standalone", oneOf: []string{"standalone", "cluster", "sentinel"}, allowed: redisModeAllowed, help: "how redis_url is served"},
+	{key: "redis_master_name", kind: kindString, def: "", help: "the Sentinel master's name (sentinel mode)"},
+	{key: "redis_key_prefix", kind: kindString, def: "zrc:", allowed: "must be 1 to 64 printable ASCII characters without spaces, { or }", help: "prefix of every Redis key and channel, to share a Redis"},
+	{key: "redis_timeout_ms", kind: kindInt, def: 1000, min: 10, max: 60000, help: "deadline of one Redis call in ms; past it: 503 store_unavailable"},
+	{key: "redis_lease_ms", kind: kindInt, def: 15000, min: 1000, max: 3600000, help: "how long a message taken by a node stays invisible before it comes back, in ms"},
+	{key: "redis_require_noeviction", kind: kindBool, def: true, help: "refuse to start unless Redis' maxmemory-policy is noeviction"},
+	{key: "redis_wait_replicas", kind: kindInt, def: 0, min: 0, max: 16, help: "replicas that must hold a post before its 202 (WAIT)"},
 	{key: "runtime_memory_limit_mb", kind: kindInt, def: 0, min: 0, max: maxMiB, help: "Go soft memory limit in MiB; 0 = automatic"},
 	{key: "log_level", kind: kindString, def: "info", reload: Live, oneOf: []string{"debug", "info", "warn", "error"}, help: "log level"},
 	{key: "log_format", kind: kindString, def: "json", oneOf: []string{"json", "console"}, help: "log format"},

@@ -104,6 +104,13 @@ func TestEveryKeyEveryLayer(t *testing.T) {
 		"max_connections_per_source":   {`4`, "4", 4},
 		"store":                        {`"memory"`, "memory", "memory"}, // redis needs redis_url too
 		"redis_url":                    {`"rediss://:pw@cache:6380/1"`, "rediss://:pw@cache:6380/1", "rediss://:pw@cache:6380/1"},
+		"redis_mode":                   {`"standalone"`, "standalone", "standalone"}, // the others are refused in this build
+		"redis_master_name":            {`"mymaster"`, "mymaster", "mymaster"},
+		"redis_key_prefix":             {`"rdv1:"`, "rdv1:", "rdv1:"},
+		"redis_timeout_ms":             {`250`, "250", 250},
+		"redis_lease_ms":               {`5000`, "5000", 5000},
+		"redis_require_noeviction":     {`false`, "false", false},
+		"redis_wait_replicas":          {`1`, "1", 1},
 		"runtime_memory_limit_mb":      {`256`, "256", 256},
 		"log_level":                    {`"warn"`, "warn", "warn"},
 		"log_format":                   {`"console"`, "console", "console"},

@@ -77,3 +77,6 @@ func redactURL(s string) string {
 	rest := strings.TrimPrefix(u.String(), u.Scheme+"://")
 	return u.Scheme + "://" + user + ":" + redacted + "@" + rest
 }
+
+// RedactedRedisURL is redis_url without its password, for logs.
+func (c Config) RedactedRedisURL() string { return redactURL(c.RedisURL) }

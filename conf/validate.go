@@ -191,20 +191,25 @@ func (v *validator) tls() {
 	}
 }
 
-// storeAllowed is what store allows in this build.
-const storeAllowed = "must be memory (the Redis store is not available in this build)"
+// redisModeAllowed is what redis_mode allows in this build.
+const redisModeAllowed = "must be standalone (cluster and sentinel are not available in this build)"
 
-// store refuses a store this build does not have, checks redis_url
-// whenever it is set, and that store = "redis" has one. The URL may hold a
-// password, so it is never echoed.
+// store checks the Redis store's keys: redis_url whenever it is set (never
+// echoed: it may hold a password), that store = "redis" has one, the modes
+// this build serves, the key prefix, and that state_file, which only the
+// memory store reads, is not set with it (Z13).
 func (v *validator) store() {
 	c := v.c
-	// The key table knows "redis" so that the config surface keeps its
-	// shape (R7), but this build serves the memory store only: refuse it
-	// rather than run in memory while the operator believes messages are
-	// in Redis (Z13). The Redis store lifts this block and storeAllowed.
-	if c.Store == "redis" {
-		v.addf("store", "%s, got %s", storeAllowed, quoteTrunc(c.Store))
+	if c.RedisMode != "standalone" && slices.Contains(byKey["redis_mode"].oneOf, c.RedisMode) {
+		// Listed, so that the config surface keeps the spec's shape, but
+		// refused rather than served as standalone behind the operator's back.
+		v.addf("redis_mode", "%s, got %s", redisModeAllowed, quoteTrunc(c.RedisMode))
+	}
+	if p := c.RedisKeyPrefix; p == "" || len(p) > 64 || strings.ContainsAny(p, "{} ") || strings.IndexFunc(p, func(r rune) bool { return r < '!' || r > '~' }) >= 0 {
+		v.addf("redis_key_prefix", "%s, got %s", byKey["redis_key_prefix"].allowedText(), quoteTrunc(p))
+	}
+	if c.Store == "redis" && c.StateFile != "" {
+		v.addf("state_file", "must be empty when store is redis (%s): Redis keeps the queued messages", v.from("store"))
 	}
 	if c.RedisURL == "" {
 		if c.Store == "redis" {

@@ -133,9 +133,23 @@ func TestValidationRules(t *testing.T) {
 
 		// store
 		{name: "store unknown", args: []string{"--store", "disk"},
-			want: wantProblem{"store", "flag --store", `must be memory (the Redis store is not available in this build), got "disk"`}},
-		{name: "store redis in a build without it", args: []string{"--store", "redis", "--redis-url", "redis://127.0.0.1:6379/0"},
-			want: wantProblem{"store", "flag --store", `must be memory (the Redis store is not available in this build), got "redis"`}},
+			want: wantProblem{"store", "flag --store", `must be one of memory, redis, got "disk"`}},
+		{name: "redis mode not in this build", args: []string{"--redis-mode", "cluster"},
+			want: wantProblem{"redis_mode", "flag --redis-mode", `must be standalone (cluster and sentinel are not available in this build), got "cluster"`}},
+		{name: "redis mode unknown", args: []string{"--redis-mode", "ring"},
+			want: wantProblem{"redis_mode", "flag --redis-mode", `must be standalone (cluster and sentinel are not available in this build), got "ring"`}},
+		{name: "redis key prefix empty", args: []string{"--redis-key-prefix", ""},
+			want: wantProblem{"redis_key_prefix", "flag --redis-key-prefix", `must be 1 to 64 printable ASCII characters without spaces, { or }, got ""`}},
+		{name: "redis key prefix with a hash tag", args: []string{"--redis-key-prefix", "a{b}:"},
+			want: wantProblem{"redis_key_prefix", "flag --redis-key-prefix", `must be 1 to 64 printable ASCII characters without spaces, { or }, got "a{b}:"`}},
+		{name: "redis timeout too small", args: []string{"--redis-timeout-ms", "5"},
+			want: wantProblem{"redis_timeout_ms", "flag --redis-timeout-ms", "must be an integer from 10 to 60000, got 5"}},
+		{name: "redis lease too small", args: []string{"--redis-lease-ms", "999"},
+			want: wantProblem{"redis_lease_ms", "flag --redis-lease-ms", "must be an integer from 1000 to 3600000, got 999"}},
+		{name: "redis wait replicas too many", args: []string{"--redis-wait-replicas", "17"},
+			want: wantProblem{"redis_wait_replicas", "flag --redis-wait-replicas", "must be an integer from 0 to 16, got 17"}},
+		{name: "state file with the redis store", args: []string{"--store", "redis", "--redis-url", "redis://127.0.0.1:6379/0", "--state-file", "/var/lib/zrc/state"},
+			want: wantProblem{"state_file", "flag --state-file", "must be empty when store is redis (store from flag --store): Redis keeps the queued messages"}},
 		{name: "redis_url wrong scheme", args: []string{"--redis-url", "http://127.0.0.1:6379"},
 			want: wantProblem{"redis_url", "flag --redis-url", "must be a redis:// or rediss:// URL"}},
 		{name: "redis_url no host", env: map[string]string{"ZRC_REDIS_URL": "redis:///0"},
@@ -250,12 +264,15 @@ func TestValidateMethod(t *testing.T) {
 // TestRedisStoreRefused checks that store = "redis" stops a build without
 // the Redis store (Z13) with a line that says so, rather than running in
 // memory, and that the redis_url rule still holds beside it.
-func TestRedisStoreRefused(t *testing.T) {
+func TestRedisStoreNeedsURL(t *testing.T) {
 	path := writeConfig(t, "store = \"redis\"\n")
 	_, err := Parse([]string{"--config", path}, env(nil))
-	want := "config: store (file " + path + `): must be memory (the Redis store is not available in this build), got "redis"` + "\n" +
-		"config: redis_url (default): must be a redis:// or rediss:// URL with a host (e.g. redis://127.0.0.1:6379/0), needed when store is redis (store from file " + path + ")"
+	want := "config: redis_url (default): must be a redis:// or rediss:// URL with a host (e.g. redis://127.0.0.1:6379/0), needed when store is redis (store from file " + path + ")"
 	if err == nil || err.Error() != want {
 		t.Fatalf("got %v\nwant %s", err, want)
+	}
+	res, err := Parse([]string{"--config", path, "--redis-url", "redis://:pw@127.0.0.1:6379/0"}, env(nil))
+	if err != nil || res.Config.Store != "redis" {
+		t.Fatalf("store = redis with a URL: %v, store %q; want accepted", err, res.Config.Store)
 	}
 }

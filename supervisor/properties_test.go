@@ -18,6 +18,7 @@ import (
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
 	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor/redisstore"
+	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor/redisstore/redistest"
 )
 
 const (
@@ -309,7 +310,7 @@ func TestMailboxModel(t *testing.T) {
 func TestMailboxModelRedis(t *testing.T) {
 	params := propParameters(t)
 	params.MinSuccessfulTests = 100
-	url := startRedis(t)
+	url := redistest.Start(t).URL()
 	runs := 0
 	checkMailboxModel(t, params, false, func() *sut {
 		runs++

@@ -11,6 +11,7 @@ import (
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
 	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor/redisstore"
+	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor/redisstore/redistest"
 )
 
 // The behaviour every store owes the engine, run against the memory store
@@ -38,7 +39,7 @@ func redisKind(t *testing.T) func(t *testing.T, opts Options) *Supervisor {
 	var once sync.Once
 	var url string
 	return func(t *testing.T, opts Options) *Supervisor {
-		once.Do(func() { url = startRedis(t) })
+		once.Do(func() { url = redistest.Start(t).URL() })
 		st, err := redisstore.New(redisstore.Options{
 			URL: url, KeyPrefix: "zrc:", Timeout: time.Second, Lease: opts.TTL,
 			TTL: opts.TTL, MaxQueueLength: opts.MaxQueueLength, RequireNoEviction: true,

@@ -25,6 +25,7 @@ import (
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/guard"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload"
 	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor"
+	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor/redisstore"
 	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor/statefile"
 )
 
@@ -132,6 +133,40 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 
+	// The Redis store (Z13) starts before the supervisor that uses it and
+	// stops after it. It connects in the background: a node may start
+	// before its Redis, and answers 503 store_unavailable until then.
+	var store *redisstore.Store
+	if cfg.Store == "redis" {
+		if err := lc.start("redis store", func() (func(), []zap.Field, error) {
+			var err error
+			store, err = redisstore.New(redisstore.Options{
+				URL:               cfg.RedisURL,
+				KeyPrefix:         cfg.RedisKeyPrefix,
+				Timeout:           cfg.RedisTimeout(),
+				Lease:             cfg.RedisLease(),
+				TTL:               cfg.MessageTTL(),
+				MaxQueueLength:    cfg.MaxQueueLength,
+				RequireNoEviction: cfg.RedisRequireNoEviction,
+				WaitReplicas:      cfg.RedisWaitReplicas,
+				Logger:            log.Named("store"),
+				Metrics:           set,
+			})
+			if err != nil {
+				return nil, nil, exitError{code: 2, err: err}
+			}
+			return func() { store.Close() }, []zap.Field{zap.String("redis", cfg.RedactedRedisURL()),
+				zap.Bool("available", store.Available()), zap.String("epoch", store.Epoch())}, nil
+		}); err != nil {
+			return err
+		}
+	}
+	var storeFatal <-chan error
+	var sharedStore supervisor.Store
+	if store != nil {
+		storeFatal, sharedStore = store.Fatal(), store
+	}
+
 	pending := httpapi.NewPending()
 	if err := lc.start("supervisor", func() (func(), []zap.Field, error) {
 		var restored int
@@ -149,6 +184,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			Metrics:          set,
 			Restore:          restore.Messages,
 			Epoch:            restore.Epoch,
+			Store:            sharedStore,
 		})
 		stop := func() {
 			if !consumed {
@@ -255,10 +291,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log.Info("ready", zap.String("addr", front.addr.String()), zap.Bool("tls", certs != nil),
 		zap.Duration("startup", time.Since(started)))
 
+	var exit error
 	for running := true; running; {
 		select {
 		case <-ctx.Done():
 			running = false
+		case err := <-storeFatal:
+			// Redis may evict queued messages: stop rather than lose them.
+			log.Error("stopping: the store is unsafe", zap.Error(err))
+			exit, running = exitError{code: 2, err: err}, false
 		case err := <-front.serveErr:
 			if !errors.Is(err, http.ErrServerClosed) {
 				log.Error("http server failed", zap.Error(err))
@@ -281,7 +322,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		zap.Uint64("evicted_memory", st.EvictedMemory.Load()),
 		zap.Int("mailboxes", mailboxes),
 		zap.Duration("uptime", time.Since(started)))
-	return nil
+	return exit
 }
 
 // frontend is the HTTP side of the server: the main listener and its

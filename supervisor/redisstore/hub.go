@@ -251,7 +251,7 @@ func (h *hub) close() {
 
 const (
 	minBackoff = 100 * time.Millisecond
-	maxBackoff = 5 * time.Second
+	maxBackoff = 2 * time.Second
 )
 
 // sleep waits d unless ctx ends first, and reports whether it waited.

@@ -1,0 +1,359 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/client"
+	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/polltest"
+	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor/redisstore/redistest"
+)
+
+// The Redis store (Z13) with real processes: several nodes on one
+// redis-server that the test starts itself.
+
+// startNode runs a server on rs with args after the store's flags.
+func startNode(t *testing.T, rs *redistest.Server, args ...string) *server {
+	t.Helper()
+	return startServer(t, nil, append([]string{"--store", "redis", "--redis-url", rs.URL(), "--redis-lease-ms", "1000"}, args...)...)
+}
+
+// mailboxID is the n-th test mailbox's 64-hex id.
+func mailboxID(n int) string { return fmt.Sprintf("%064x", n+1) }
+
+// Three nodes on one Redis: posters on A, long-pollers spread over B and
+// C. Every message reaches exactly one GET, in its mailbox's order, and
+// the queue cap holds under concurrent posts from all three nodes.
+func TestRedisThreeNodes(t *testing.T) {
+	rs := redistest.Start(t)
+	a, b, c := startNode(t, rs), startNode(t, rs), startNode(t, rs)
+	const boxes, perBox = 100, 100
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	type got struct {
+		box  int
+		seq  uint64
+		body string
+	}
+	received := make(chan got, boxes*perBox*2)
+	var pollers sync.WaitGroup
+	for box := range boxes {
+		node := b
+		if box%2 == 1 {
+			node = c
+		}
+		pollers.Add(1)
+		go func() {
+			defer pollers.Done()
+			cl := newClient(node.url)
+			for n := 0; n < perBox; {
+				msg, ok, err := cl.Get(ctx, mailboxID(box), 5*time.Second)
+				if err != nil {
+					t.Errorf("GET box %d: %v", box, err)
+					return
+				}
+				if ok {
+					received <- got{box, msg.Sequence, string(msg.Body)}
+					n++
+				}
+			}
+		}()
+	}
+	var posters sync.WaitGroup
+	for box := range boxes {
+		posters.Add(1)
+		go func() {
+			defer posters.Done()
+			cl := newClient(a.url)
+			for i := range perBox {
+				if _, err := cl.Post(ctx, mailboxID(box), []byte(fmt.Sprintf("%d/%d", box, i))); err != nil {
+					t.Errorf("POST box %d #%d: %v", box, i, err)
+					return
+				}
+			}
+		}()
+	}
+	posters.Wait()
+	pollers.Wait()
+	close(received)
+	next := make([]int, boxes)
+	last := make([]uint64, boxes)
+	total := 0
+	for g := range received {
+		total++
+		want := fmt.Sprintf("%d/%d", g.box, next[g.box])
+		if g.body != want || g.seq <= last[g.box] {
+			t.Fatalf("box %d: got %q seq %d after seq %d; want %q (lost, duplicated or out of order)", g.box, g.body, g.seq, last[g.box], want)
+		}
+		next[g.box]++
+		last[g.box] = g.seq
+	}
+	if total != boxes*perBox {
+		t.Fatalf("delivered %d; want %d", total, boxes*perBox)
+	}
+	// Nothing left over, on any node.
+	if msg, ok, err := newClient(c.url).Get(ctx, mailboxID(0), 0); ok || err != nil {
+		t.Fatalf("after the run: %q %v %v; want nothing", msg.Body, ok, err)
+	}
+
+	// The cap (max_queue_length 100) across nodes: 300 concurrent posts
+	// to one mailbox, 100 from each node, and exactly 100 accepted.
+	var accepted sync.WaitGroup
+	var mu sync.Mutex
+	counts := map[int]int{}
+	for _, node := range []*server{a, b, c} {
+		for i := range 100 {
+			accepted.Add(1)
+			go func() {
+				defer accepted.Done()
+				_, err := newClient(node.url).Post(ctx, mailboxID(boxes), []byte(strconv.Itoa(i)))
+				status := http.StatusAccepted
+				var ce *client.Error
+				if errors.As(err, &ce) {
+					status = ce.Status
+				} else if err != nil {
+					t.Error(err)
+				}
+				mu.Lock()
+				counts[status]++
+				mu.Unlock()
+			}()
+		}
+	}
+	accepted.Wait()
+	if counts[http.StatusAccepted] != 100 || counts[http.StatusInsufficientStorage] != 200 {
+		t.Fatalf("concurrent posts over the cap: %v; want 100 × 202 and 200 × 507", counts)
+	}
+}
+
+// A node killed (SIGKILL) while it holds taken messages loses none: each
+// comes back after its lease and is delivered by another node, counted
+// as a redelivery.
+func TestRedisNodeKilledHoldingMessages(t *testing.T) {
+	rs := redistest.Start(t)
+	const size = 8 << 20 // past what the kernel buffers on loopback
+	args := []string{"--max-message-size", strconv.Itoa(size), "--memory-limit-mb", "256"}
+	dying, survivor := startNode(t, rs, args...), startNode(t, rs, args...)
+	const boxes = 3
+
+	// Long-polls on the dying node whose clients never read: the node
+	// takes each message and then blocks writing it, before it can
+	// acknowledge.
+	host := strings.TrimPrefix(dying.url, "http://")
+	for box := range boxes {
+		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			var err error
+			rc.Control(func(fd uintptr) { err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+			return err
+		}}
+		conn, err := d.Dial("tcp", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		fmt.Fprintf(conn, "GET /v1/mailbox/%s?wait_ms=30000 HTTP/1.1\r\nHost: x\r\n\r\n", mailboxID(box))
+	}
+	polltest.Until(t, "the long-polls to park on the dying node", func() bool {
+		h, _ := newClient(dying.url).Health(context.Background())
+		return h.WaitingLongPolls == boxes
+	})
+
+	ctx := context.Background()
+	bodies := make([][]byte, boxes)
+	seqs := make([]uint64, boxes)
+	post := newClient(survivor.url, client.WithMaxMessageSize(size))
+	for box := range boxes {
+		bodies[box] = bytes.Repeat([]byte{byte('a' + box)}, size)
+		r, err := post.Post(ctx, mailboxID(box), bodies[box])
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs[box] = r.Sequence
+		// And one small message behind it, which must stay behind it.
+		if _, err := post.Post(ctx, mailboxID(box), []byte("after")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	polltest.Until(t, "the dying node to take every big message", func() bool {
+		for box := range boxes {
+			if rs.Do(t, "ZCARD", "zrc:{"+mailboxID(box)+"}:l") != "1" {
+				return false
+			}
+		}
+		return true
+	})
+	if err := dying.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-dying.done
+
+	get := newClient(survivor.url, client.WithMaxMessageSize(size))
+	for box := range boxes {
+		msg, ok, err := get.Get(ctx, mailboxID(box), 10*time.Second)
+		if err != nil || !ok || msg.Sequence != seqs[box] || !bytes.Equal(msg.Body, bodies[box]) {
+			t.Fatalf("box %d after the kill: ok=%v err=%v seq %d len %d; want seq %d, the %d-byte message", box, ok, err, msg.Sequence, len(msg.Body), seqs[box], size)
+		}
+		msg, ok, err = get.Get(ctx, mailboxID(box), time.Second)
+		if err != nil || !ok || string(msg.Body) != "after" {
+			t.Fatalf("box %d, the message behind: %q ok=%v err=%v; want \"after\"", box, msg.Body, ok, err)
+		}
+	}
+	if n := metricValue(t, metricsText(t, survivor), "zrc_rendezvous_store_lease_redeliveries_total"); n != boxes {
+		t.Fatalf("lease redeliveries counted: %v; want %d", n, boxes)
+	}
+}
+
+// Redis restarted mid-run: 503 store_unavailable while it is away, with
+// no goroutine growth; recovery within seconds; nothing accepted lost
+// (AOF on); a GET waiting across the restart is served after it.
+func TestRedisRestartWithPersistence(t *testing.T) {
+	rs := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
+	node := startNode(t, rs)
+	ctx := context.Background()
+	cl := newClient(node.url)
+	const n = 20
+	for i := range n {
+		if _, err := cl.Post(ctx, mailboxID(0), []byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	epoch := health(t, node).Epoch
+	waiting := make(chan client.Message, 1)
+	go func() {
+		msg, ok, err := cl.Get(ctx, mailboxID(1), 30*time.Second)
+		if err != nil || !ok {
+			t.Errorf("the GET waiting across the restart: ok=%v err=%v", ok, err)
+		}
+		waiting <- msg
+	}()
+	// Parked: its mailbox is subscribed, and the take after the
+	// subscription (a moment later) found nothing.
+	polltest.Until(t, "the GET to wait", func() bool {
+		return metricValue(t, metricsText(t, node), "zrc_rendezvous_store_subscriptions") == 1
+	})
+	time.Sleep(50 * time.Millisecond)
+
+	rs.Stop()
+	polltest.Until(t, "/health to say store_unavailable", func() bool { return health(t, node).Status == "store_unavailable" })
+	before := metricValue(t, metricsText(t, node), "go_goroutines")
+	for range 200 {
+		_, err := cl.Post(ctx, mailboxID(2), []byte("x"))
+		var ce *client.Error
+		if !errors.As(err, &ce) || ce.Status != http.StatusServiceUnavailable || ce.Code != "store_unavailable" || ce.RetryAfter != time.Second {
+			t.Fatalf("POST while Redis is away: %v; want 503 store_unavailable, Retry-After 1", err)
+		}
+	}
+	if after := metricValue(t, metricsText(t, node), "go_goroutines"); after > before+5 {
+		t.Fatalf("goroutines grew from %v to %v while Redis was away", before, after)
+	}
+
+	rs.Restart(t)
+	polltest.Until(t, "/health to recover", func() bool { return health(t, node).Status == "healthy" })
+	if _, err := cl.Post(ctx, mailboxID(1), []byte("after the restart")); err != nil {
+		t.Fatal(err)
+	}
+	if msg := <-waiting; string(msg.Body) != "after the restart" {
+		t.Fatalf("the waiting GET got %q", msg.Body)
+	}
+	for i := range n {
+		msg, ok, err := cl.Get(ctx, mailboxID(0), 0)
+		if err != nil || !ok || string(msg.Body) != strconv.Itoa(i) {
+			t.Fatalf("message %d after the restart: %q ok=%v err=%v", i, msg.Body, ok, err)
+		}
+	}
+	if e := health(t, node).Epoch; e != epoch {
+		t.Fatalf("epoch %q after a restart that kept the data; want %q", e, epoch)
+	}
+}
+
+// Without persistence a restarted Redis has lost its data: the epoch
+// changes, and sequences still rise.
+func TestRedisRestartWithoutPersistence(t *testing.T) {
+	rs := redistest.Start(t)
+	node := startNode(t, rs)
+	ctx := context.Background()
+	cl := newClient(node.url)
+	r, err := cl.Post(ctx, mailboxID(0), []byte("lost"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	epoch := health(t, node).Epoch
+	rs.Restart(t)
+	polltest.Until(t, "a new epoch", func() bool { e := health(t, node).Epoch; return e != "" && e != epoch })
+	r2, err := cl.Post(ctx, mailboxID(0), []byte("new"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.Sequence <= r.Sequence {
+		t.Fatalf("sequence %d after Redis lost its data; want above %d", r2.Sequence, r.Sequence)
+	}
+}
+
+// A node starts before its Redis: /health says store_unavailable until
+// Redis answers, then it serves.
+func TestRedisNodeStartsBeforeRedis(t *testing.T) {
+	rs := redistest.Start(t)
+	rs.Stop()
+	node := startNode(t, rs)
+	if h := health(t, node); h.Status != "store_unavailable" {
+		t.Fatalf("/health before Redis: %q; want store_unavailable", h.Status)
+	}
+	rs.Restart(t)
+	polltest.Until(t, "the node to reach Redis", func() bool { return health(t, node).Status == "healthy" })
+	if _, err := newClient(node.url).Post(context.Background(), mailboxID(0), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A Redis that may evict keys (drop queued messages) is refused: exit 2
+// naming the policy, unless redis_require_noeviction is off.
+func TestRedisEvictingPolicyRefused(t *testing.T) {
+	rs := redistest.Start(t, "--maxmemory-policy", "allkeys-lru")
+	out, code := runBinary(t, "--store", "redis", "--redis-url", rs.URL(), "--listen-port", "0")
+	if code != 2 || !strings.Contains(out, `allkeys-lru`) || !strings.Contains(out, "noeviction") {
+		t.Fatalf("exit %d, output:\n%s\nwant exit 2 naming allkeys-lru and noeviction", code, out)
+	}
+	node := startNode(t, rs, "--redis-require-noeviction=false")
+	if !strings.Contains(node.log(), "allkeys-lru") {
+		t.Fatalf("no warning naming the policy:\n%s", node.log())
+	}
+}
+
+// newClient makes requests once: these tests count every answer.
+func newClient(url string, opts ...client.Option) *client.Client {
+	return client.New(url, append([]client.Option{client.WithRetry(client.NoRetry)}, opts...)...)
+}
+
+func health(t *testing.T, s *server) client.Health {
+	t.Helper()
+	h, _ := newClient(s.url).Health(context.Background())
+	return h
+}
+
+// runBinary runs the server with args to its end and returns its output
+// and exit status.
+func runBinary(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	out, err := exec.Command(binary, args...).CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), 0
+	case errors.As(err, &ee):
+		return string(out), ee.ExitCode()
+	}
+	t.Fatal(err)
+	return "", -1
+}
