@@ -28,11 +28,15 @@ import (
 
 // Config describes a run.
 type Config struct {
-	// URL is the server's base URL, e.g. http://127.0.0.1:8080.
+	// URL is the server's base URL, e.g. http://127.0.0.1:8080, or the
+	// base URLs of several nodes that share one store, separated by
+	// commas: mailbox i's long-polls go to node i mod N and its posts to
+	// node i+1 mod N, so every message crosses from one node to another.
 	URL string
 	// MetricsURL is where the server's Prometheus metrics are read; ""
-	// is URL + "/metrics", "-" reads none. A server without metrics
-	// (cmd/zrc-baseline) is detected and its figures reported as n/a.
+	// is every node's URL + "/metrics", their counters summed; "-" reads
+	// none. A server without metrics (cmd/zrc-baseline) is detected and
+	// its figures reported as n/a.
 	MetricsURL string
 	// Mailboxes is M, the number of mailboxes (fresh random ids per run).
 	Mailboxes int
@@ -56,9 +60,10 @@ type Config struct {
 	// 10,000 long-polls do not share one address's ephemeral ports). Empty:
 	// the system picks.
 	SourceAddrs []string
-	// ServerPID, when not 0, is the server's process id: its CPU time and
-	// resident memory are read from /proc (Linux).
-	ServerPID int
+	// ServerPIDs are the server's process ids (several nodes, and their
+	// store's server if it should count): their CPU time and resident
+	// memory are read from /proc (Linux) and summed.
+	ServerPIDs []int
 	// Token is sent as a Bearer token (auth_mode server_wide).
 	Token string
 	// Insecure skips TLS certificate verification (a self-signed test
@@ -78,8 +83,10 @@ type Config struct {
 func (c *Config) Check() error {
 	var problems []error
 	bad := func(f string, a ...any) { problems = append(problems, fmt.Errorf(f, a...)) }
-	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		bad("url %q: want http://host:port or https://host:port", c.URL)
+	for _, raw := range c.urls() {
+		if u, err := url.Parse(raw); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("url %q: want http://host:port or https://host:port", raw)
+		}
 	}
 	if c.Mailboxes < 1 {
 		bad("mailboxes must be at least 1, got %d", c.Mailboxes)
@@ -110,6 +117,15 @@ func (c *Config) Check() error {
 	return errors.Join(problems...)
 }
 
+// urls are the nodes' base URLs.
+func (c *Config) urls() []string {
+	var out []string
+	for _, u := range strings.Split(c.URL, ",") {
+		out = append(out, strings.TrimRight(strings.TrimSpace(u), "/"))
+	}
+	return out
+}
+
 // Phases of a run, in order.
 const (
 	phaseConnect int32 = iota // long-polls opening
@@ -123,15 +139,17 @@ var phaseNames = [...]string{"connect", "warm-up", "measure", "drain", "done"}
 
 // run is one load test in progress.
 type run struct {
-	cfg      Config
-	runID    uint64
-	start    time.Time // durations below are since start (monotonic)
-	ids      []string
-	clients  []*client.Client // one per source address
-	conns    []*http.Transport
-	scrapeHC *http.Client
-	tr       *tracker
-	nextMsg  atomic.Uint64
+	cfg     Config
+	runID   uint64
+	start   time.Time // durations below are since start (monotonic)
+	ids     []string
+	clients [][]*client.Client // per node, one per source address
+	// metricsURLs are the /metrics pages read and summed.
+	metricsURLs []string
+	conns       []*http.Transport
+	scrapeHC    *http.Client
+	tr          *tracker
+	nextMsg     atomic.Uint64
 
 	phase         atomic.Int32
 	windowFrom    atomic.Int64 // ns since start; MaxInt64 until the window opens
@@ -164,10 +182,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
-	if cfg.MetricsURL == "" {
-		cfg.MetricsURL = strings.TrimRight(cfg.URL, "/") + "/metrics"
-	} else if cfg.MetricsURL == "-" {
-		cfg.MetricsURL = ""
+	var metricsURLs []string
+	switch cfg.MetricsURL {
+	case "":
+		for _, u := range cfg.urls() {
+			metricsURLs = append(metricsURLs, u+"/metrics")
+		}
+	case "-":
+	default:
+		metricsURLs = []string{cfg.MetricsURL}
 	}
 	if cfg.ProgressEvery <= 0 {
 		cfg.ProgressEvery = time.Second
@@ -176,7 +199,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Connect <= 0 {
 		cfg.Connect = 10*time.Second + time.Duration(polls)*time.Millisecond
 	}
-	r := &run{cfg: cfg, tr: newTracker(), statuses: map[string]int64{}}
+	r := &run{cfg: cfg, tr: newTracker(), statuses: map[string]int64{}, metricsURLs: metricsURLs}
 	var seed [8]byte
 	rand.Read(seed[:])
 	r.runID = binary.LittleEndian.Uint64(seed[:])
@@ -205,7 +228,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("the open-file limit %d is below the %d sockets this run needs", openFiles, need))
 	}
 
-	before := readMetrics(ctx, r.scrapeHC, cfg.MetricsURL)
+	before := r.readMetrics(ctx)
 	r.start = time.Now()
 	rep.Started = r.start
 	stopProgress := r.startProgress()
@@ -219,7 +242,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		polling.Add(1)
 		go func() {
 			defer polling.Done()
-			r.poller(pollCtx, i%cfg.Mailboxes, r.clients[i%len(r.clients)])
+			mb := i % cfg.Mailboxes
+			r.poller(pollCtx, mb, r.client(mb, i, 0))
 		}()
 		if (i+1)%250 == 0 && !sleepCtx(ctx, 20*time.Millisecond) {
 			break
@@ -258,15 +282,24 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	stopPolls()
 	polling.Wait()
 	stopProgress()
-	after := readMetrics(context.WithoutCancel(ctx), r.scrapeHC, cfg.MetricsURL)
+	after := r.readMetrics(context.WithoutCancel(ctx))
 
 	rep.Interrupted = ctx.Err() != nil
 	rep.fill(r, mStart, mEnd, peakRSS, before, after, drained)
 	return rep, nil
 }
 
-// buildClients makes one Transport and Client per source address, each
-// with room in its idle pool for every connection it will hold.
+// client is the client for connection number conn to mailbox mb's node:
+// its long-polls' (hop 0) or its posts' (hop 1), on one of the source
+// addresses. With one node both are the same.
+func (r *run) client(mb, conn, hop int) *client.Client {
+	byAddr := r.clients[(mb+hop)%len(r.clients)]
+	return byAddr[conn%len(byAddr)]
+}
+
+// buildClients makes one Transport per source address and on it one
+// Client per node, each Transport with room in its idle pool for every
+// connection it will hold.
 func (r *run) buildClients(conns int) {
 	addrs := r.cfg.SourceAddrs
 	if len(addrs) == 0 {
@@ -295,7 +328,12 @@ func (r *run) buildClients(conns int) {
 		if r.cfg.Token != "" {
 			opts = append(opts, client.WithToken(r.cfg.Token))
 		}
-		r.clients = append(r.clients, client.New(r.cfg.URL, opts...))
+		for n, u := range r.cfg.urls() {
+			if n == len(r.clients) {
+				r.clients = append(r.clients, nil)
+			}
+			r.clients[n] = append(r.clients[n], client.New(u, opts...))
+		}
 	}
 	r.scrapeHC = &http.Client{Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 2}, Timeout: 10 * time.Second}
 	if r.cfg.Insecure {
@@ -317,7 +355,7 @@ func (r *run) awaitParked(ctx context.Context, metrics bool, polls int) {
 	}
 	deadline := time.Now().Add(r.cfg.Connect)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		s := readMetrics(ctx, r.scrapeHC, r.cfg.MetricsURL)
+		s := r.readMetrics(ctx)
 		if w, ok := s.get(metricWaiting); !ok || w >= float64(polls) {
 			return
 		}
@@ -380,7 +418,7 @@ func (r *run) verify(body []byte, mb int, now time.Duration) {
 // target rate. A poster that falls more than one interval behind drops
 // the missed slots rather than bursting to catch up.
 func (r *run) poster(ctx context.Context, i int, stop *atomic.Bool) {
-	c := r.clients[(i+r.cfg.Mailboxes*r.cfg.Pollers)%len(r.clients)]
+	conn := i + r.cfg.Mailboxes*r.cfg.Pollers
 	var interval time.Duration
 	next := time.Now()
 	if r.cfg.Rate > 0 {
@@ -419,7 +457,7 @@ func (r *run) poster(ctx context.Context, i int, stop *atomic.Bool) {
 		if inWindow {
 			r.winSent.Add(1)
 		}
-		_, err := c.Post(ctx, r.ids[mb], body)
+		_, err := r.client(mb, conn, 1).Post(ctx, r.ids[mb], body)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -502,7 +540,7 @@ func (r *run) drain(ctx context.Context, before scrape) bool {
 		}
 		if before != nil && time.Since(lastScrape) > 500*time.Millisecond {
 			lastScrape = time.Now()
-			if e, ok := evictions(before, readMetrics(ctx, r.scrapeHC, r.cfg.MetricsURL)); ok {
+			if e, ok := evictions(before, r.readMetrics(ctx)); ok {
 				evicted = e
 			}
 		}
@@ -539,9 +577,9 @@ type serverSample struct {
 
 func (r *run) serverSample(ctx context.Context) serverSample {
 	var s serverSample
-	s.scrape = readMetrics(ctx, r.scrapeHC, r.cfg.MetricsURL)
-	if r.cfg.ServerPID != 0 {
-		if ps, err := readProc(r.cfg.ServerPID); err == nil {
+	s.scrape = r.readMetrics(ctx)
+	if len(r.cfg.ServerPIDs) > 0 {
+		if ps, err := readProcs(r.cfg.ServerPIDs); err == nil {
 			s.cpu, s.cpuOK, s.source, s.rss, s.rssOK = ps.cpu, true, "proc", ps.rss, true
 			return s
 		}
@@ -559,7 +597,7 @@ func (r *run) serverSample(ctx context.Context) serverSample {
 // for d and sends the peak (-1 without ServerPID).
 func (r *run) sampleRSS(ctx context.Context, d time.Duration) <-chan int64 {
 	out := make(chan int64, 1)
-	if r.cfg.ServerPID == 0 {
+	if len(r.cfg.ServerPIDs) == 0 {
 		out <- -1
 		return out
 	}
@@ -569,7 +607,7 @@ func (r *run) sampleRSS(ctx context.Context, d time.Duration) <-chan int64 {
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
 		for time.Now().Before(end) {
-			if ps, err := readProc(r.cfg.ServerPID); err == nil {
+			if ps, err := readProcs(r.cfg.ServerPIDs); err == nil {
 				peak = max(peak, ps.rss)
 			}
 			select {

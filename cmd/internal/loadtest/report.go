@@ -42,7 +42,7 @@ type RunConfig struct {
 	PayloadBytes      int      `json:"payload_bytes"`
 	WaitMS            int64    `json:"wait_ms"`
 	SourceAddrs       []string `json:"source_addrs,omitempty"`
-	ServerPID         int      `json:"server_pid,omitempty"`
+	ServerPIDs        []int    `json:"server_pids,omitempty"`
 }
 
 // Phases are seconds.
@@ -149,7 +149,7 @@ func newReport(cfg Config, r *run) *Report {
 		URL: cfg.URL,
 		Config: RunConfig{Mailboxes: cfg.Mailboxes, PollersPerMailbox: cfg.Pollers, Posters: cfg.Posters,
 			TargetRate: cfg.Rate, PayloadBytes: cfg.Size, WaitMS: cfg.Wait.Milliseconds(),
-			SourceAddrs: cfg.SourceAddrs, ServerPID: cfg.ServerPID},
+			SourceAddrs: cfg.SourceAddrs, ServerPIDs: cfg.ServerPIDs},
 		Client:   ClientSide{Connections: cfg.Mailboxes*cfg.Pollers + cfg.Posters},
 		Statuses: map[string]int64{},
 	}

@@ -37,6 +37,26 @@ func (s scrape) get(name string) (float64, bool) {
 	return v, ok
 }
 
+// readMetrics reads every node's metrics and sums them: counters and
+// gauges of the nodes together. nil when one has none.
+func (r *run) readMetrics(ctx context.Context) scrape {
+	var sum scrape
+	for i, u := range r.metricsURLs {
+		s := readMetrics(ctx, r.scrapeHC, u)
+		if s == nil {
+			return nil
+		}
+		if i == 0 {
+			sum = s
+			continue
+		}
+		for k, v := range s {
+			sum[k] += v
+		}
+	}
+	return sum
+}
+
 // readMetrics fetches and parses a Prometheus text page; nil (no error
 // worth stopping for) when the server has none, like cmd/zrc-baseline.
 func readMetrics(ctx context.Context, hc *http.Client, url string) scrape {
@@ -104,6 +124,20 @@ func parseMetrics(r io.Reader) scrape {
 type procStat struct {
 	cpu time.Duration
 	rss int64
+}
+
+// readProcs sums the processes' CPU time and resident memory.
+func readProcs(pids []int) (procStat, error) {
+	var sum procStat
+	for _, pid := range pids {
+		ps, err := readProc(pid)
+		if err != nil {
+			return procStat{}, err
+		}
+		sum.cpu += ps.cpu
+		sum.rss += ps.rss
+	}
+	return sum, nil
 }
 
 func readProc(pid int) (procStat, error) {

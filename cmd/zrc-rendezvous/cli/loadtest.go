@@ -15,7 +15,7 @@ import (
 // loadTest: zrc-rendezvous loadtest [flags]
 func loadTest(ctx context.Context, env Env, args []string) error {
 	fs := newFlagSet(env, "loadtest", "loadtest [flags]",
-		"Drives the server at --url with --mailboxes × --pollers waiting long-polls and --posters posting at\n"+
+		"Drives the server at --url (or the nodes at --url a,b,c sharing one store) with --mailboxes × --pollers waiting long-polls and --posters posting at\n"+
 			"--rate, verifies every delivered body (byte-identical to one sent, none twice), drains, and reports\n"+
 			"throughput, delivery latency, statuses, lost and duplicated messages and the server's memory and\n"+
 			"CPU. Exits 1 when verification fails. docs/loadtest.md describes it.")
@@ -33,7 +33,7 @@ func loadTest(ctx context.Context, env Env, args []string) error {
 	fs.DurationVar(&cfg.Wait, "wait", 30*time.Second, "each long-poll's wait_ms")
 	fs.StringVar(&cfg.MetricsURL, "metrics-url", "", "where the server's /metrics are (default <url>/metrics; - for none)")
 	sources := fs.String("source-addrs", "", "local addresses to connect from, round robin: a list (127.0.0.1,127.0.0.2) or a count N for 127.0.0.1…127.0.0.N")
-	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "the server's process id, to read its CPU time and RSS from /proc (Linux)")
+	pids := fs.String("server-pid", "", "the server's process id, or several separated by commas (nodes, their Redis), to read their CPU time and RSS from /proc (Linux), summed")
 	asJSON := fs.Bool("json", false, "print the report as JSON instead of tables")
 	htmlPath := fs.String("html", "", "also write the report as a self-contained HTML page to FILE")
 	quiet := fs.Bool("quiet", false, "no progress line, even on a terminal")
@@ -45,6 +45,9 @@ func loadTest(ctx context.Context, env Env, args []string) error {
 		return usageError("loadtest: takes no arguments, got %q", pos)
 	}
 	cfg.URL, cfg.Token, cfg.Insecure = strings.TrimSpace(srv.url), srv.token, srv.insecure
+	if cfg.ServerPIDs, err = serverPIDs(*pids); err != nil {
+		return usageError("loadtest: --server-pid: %v", err)
+	}
 	if cfg.SourceAddrs, err = sourceAddrs(*sources); err != nil {
 		return usageError("loadtest: --source-addrs: %v", err)
 	}
@@ -115,4 +118,20 @@ func sourceAddrs(s string) ([]string, error) {
 		addrs = append(addrs, a)
 	}
 	return addrs, nil
+}
+
+// serverPIDs parses --server-pid: "" or process ids separated by commas.
+func serverPIDs(s string) ([]int, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		pid, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || pid <= 0 {
+			return nil, fmt.Errorf("%q is not a process id", f)
+		}
+		out = append(out, pid)
+	}
+	return out, nil
 }
