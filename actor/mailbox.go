@@ -564,14 +564,13 @@ func (c *getCmd) handle(m *Mailbox) {
 		m.park(w) // older waiters here are served first
 		return
 	}
-	d, err := m.q.Take(now)
-	if err == nil && !d.OK && c.wait {
-		// A new watch takes again: a message posted elsewhere between the
-		// empty take and the watch would wake nobody.
-		if fresh, werr := m.q.Watch(m.wake); werr == nil && fresh {
-			d, err = m.q.Take(now)
-		}
+	if c.wait {
+		// Watch before the take, so that a message posted elsewhere
+		// after the take wakes this actor: one take for a new long-poll.
+		// A failed watch is retried by the store (see Queue.Watch).
+		m.q.Watch(m)
 	}
+	d, err := m.q.Take(now)
 	m.held()
 	if err == nil && !d.OK && c.wait {
 		m.park(w)
@@ -658,9 +657,6 @@ func (m *Mailbox) Wake() {
 		go m.send(wakeCmd{}) // a stopped actor has no waiter to wake: its error says so
 	}
 }
-
-// wake is the function a Queue's watch calls.
-func (m *Mailbox) wake() { m.Wake() }
 
 // serveParked takes messages for the oldest live waiters for as long as
 // the store has some; a shared store's failure leaves them waiting (its

@@ -30,13 +30,13 @@ type Queue interface {
 	Take(now time.Time) (Delivery, error)
 	// PutBack returns a taken message to the head of the queue (Z2).
 	PutBack(msg Message) error
-	// Watch asks the store to call wake whenever a message may have
-	// arrived that another node posted; it reports whether the watch is
-	// new, so that the caller takes again before it parks (a post between
-	// its empty take and the watch is not missed). wake must return at
-	// once. A queue in this process sees every post itself: it never
-	// calls wake and always reports false.
-	Watch(wake func()) (fresh bool, err error)
+	// Watch asks the store to call w.Wake whenever a message may have
+	// arrived that another node posted, from the moment Watch returns:
+	// a take after it misses nothing that a wake-up would not tell. On
+	// an error the store keeps trying to watch, and meanwhile wakes w now
+	// and then whatever was posted. A queue in this process sees every
+	// post itself: it never wakes anyone.
+	Watch(w Waker) error
 	// Unwatch ends a watch; wake is not called after it returns.
 	Unwatch()
 	// Sweep drops expired messages held in this process.
@@ -51,6 +51,11 @@ type Queue interface {
 	// arrived (UnixNano, 0 when none), for the reaper and /health.
 	Held() (n int, headArrival int64)
 }
+
+// Waker is woken by a shared store's watch; Wake must return at once.
+// *Mailbox is one (an interface over the pointer, so a watch allocates
+// nothing).
+type Waker interface{ Wake() }
 
 // Posted answers an accepted post.
 type Posted struct {
@@ -101,7 +106,7 @@ func (mq *memQueue) PutBack(msg Message) error {
 	return nil
 }
 
-func (mq *memQueue) Watch(func()) (bool, error) { return false, nil }
+func (mq *memQueue) Watch(Waker) error { return nil }
 
 func (mq *memQueue) Unwatch() {}
 

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -356,4 +358,69 @@ func runBinary(t *testing.T, args ...string) (string, int) {
 	}
 	t.Fatal(err)
 	return "", -1
+}
+
+// A node's Redis connections are bounded whatever the number of waiting
+// GETs: the pool and the pub/sub connections, never one per long-poll.
+func TestRedisConnectionsBoundedByWaitingGETs(t *testing.T) {
+	rs := redistest.Start(t)
+	node := startNode(t, rs, "--max-connections", "5000")
+	baseClients := redisClients(t, rs)
+	cancel := parkPolls(t, node, 1000)
+	defer cancel()
+	// The pool's cap is 128, plus 2 pub/sub connections; this test's own
+	// connection is counted too.
+	if n, limit := redisClients(t, rs), 128+2+1; n > limit {
+		t.Fatalf("%d Redis connections with 1,000 waiting GETs (%d before); want at most %d", n, baseClients, limit)
+	}
+	if subs := metricValue(t, metricsText(t, node), "zrc_rendezvous_store_subscriptions"); subs != 1000 {
+		t.Fatalf("subscriptions %v; want 1000 (one per mailbox with a waiter)", subs)
+	}
+}
+
+// redisClients counts the connections Redis holds (CLIENT LIST), this
+// one included.
+func redisClients(t *testing.T, rs *redistest.Server) int {
+	return strings.Count(rs.Do(t, "CLIENT", "LIST"), "\n")
+}
+
+// TestMeasureRedisFootprint is the measurement behind docs/performance.md's
+// resident memory per waiting long-poll on a Redis node against the
+// memory store (not a pass/fail test). Run it with
+//
+//	ZRC_MEASURE=1 go test -run TestMeasureRedisFootprint -v ./cmd/zrc-rendezvous/
+func TestMeasureRedisFootprint(t *testing.T) {
+	if os.Getenv("ZRC_MEASURE") == "" {
+		t.Skip("set ZRC_MEASURE=1")
+	}
+	const rounds, n = 3, 10000
+	rs := redistest.Start(t)
+	per := map[bool][]float64{}
+	for range rounds {
+		for _, redis := range []bool{false, true} {
+			args := []string{"--max-connections", "30000", "--max-mailboxes", "30000"}
+			if redis {
+				args = append(args, "--store", "redis", "--redis-url", rs.URL())
+			}
+			s := startServer(t, []string{"GOGC=", "GOMEMLIMIT="}, args...)
+			metricsText(t, s)
+			before, err := residentBytes(s.cmd.Process.Pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cancel := parkPolls(t, s, n)
+			after, err := residentBytes(s.cmd.Process.Pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			per[redis] = append(per[redis], float64(after-before)/n)
+			cancel()
+			s.cmd.Process.Kill()
+			s.cmd.Wait()
+		}
+	}
+	median := func(v []float64) float64 { sort.Float64s(v); return v[len(v)/2] }
+	m, r := median(per[false]), median(per[true])
+	t.Logf("waiting long-polls, %d: memory store %.2f KiB, Redis store %.2f KiB each (rounds %v / %v): ratio %.2f",
+		n, m/1024, r/1024, per[false], per[true], r/m)
 }

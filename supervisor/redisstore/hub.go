@@ -7,6 +7,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
 )
 
 // subConns is how many pub/sub connections a node shares among all its
@@ -35,7 +37,7 @@ type subConn struct {
 // watch is one watched mailbox.
 type watch struct {
 	q    *queue
-	wake func()
+	wake actor.Waker
 	// confirmed is closed when Redis confirms the subscription.
 	confirmed   chan struct{}
 	isConfirmed bool
@@ -59,16 +61,16 @@ func newHub(s *Store) *hub {
 func (h *hub) conn(q *queue) *subConn { return h.conns[int(q.id[0])%subConns] }
 
 // watch subscribes q's channel and waits for Redis to confirm it, so
-// that a take after it sees every post the subscription missed. On a
-// failure the watch stays: the pub/sub connection subscribes it again
-// when it is back, and the recheck looks meanwhile.
-func (h *hub) watch(q *queue, wake func()) (bool, error) {
+// that every post after it is published to this node. On a failure the
+// watch stays: the pub/sub connection subscribes it again when it is
+// back, and the recheck looks meanwhile.
+func (h *hub) watch(q *queue, wake actor.Waker) error {
 	c := h.conn(q)
 	c.mu.Lock()
 	if w := c.subs[q.channel]; w != nil {
 		w.wake = wake
 		c.mu.Unlock()
-		return false, nil
+		return nil
 	}
 	w := &watch{q: q, wake: wake, confirmed: make(chan struct{})}
 	c.subs[q.channel] = w
@@ -83,7 +85,7 @@ func (h *hub) watch(q *queue, wake func()) (bool, error) {
 			err = ctx.Err()
 		}
 	}
-	return true, err
+	return err
 }
 
 func (h *hub) unwatch(q *queue) {
@@ -149,13 +151,13 @@ func (h *hub) receive(ctx context.Context, c *subConn) {
 			}
 		case *redis.Message:
 			c.mu.Lock()
-			var wake func()
+			var wake actor.Waker
 			if w := c.subs[m.Channel]; w != nil {
 				wake = w.wake
 			}
 			c.mu.Unlock()
 			if wake != nil {
-				wake()
+				wake.Wake()
 			}
 		}
 		if lost {
@@ -163,17 +165,17 @@ func (h *hub) receive(ctx context.Context, c *subConn) {
 			h.s.m.reconnects.Inc()
 			h.s.log.Info("store pub/sub connection regained")
 			for _, wake := range c.wakes() {
-				wake()
+				wake.Wake()
 			}
 		}
 	}
 }
 
 // wakes is every watched mailbox's wake function.
-func (c *subConn) wakes() []func() {
+func (c *subConn) wakes() []actor.Waker {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]func(), 0, len(c.subs))
+	out := make([]actor.Waker, 0, len(c.subs))
 	for _, w := range c.subs {
 		out = append(out, w.wake)
 	}
@@ -218,7 +220,7 @@ func (h *hub) recheck(ctx context.Context) {
 // watched is a watch as the recheck found it.
 type watched struct {
 	q    *queue
-	wake func()
+	wake actor.Waker
 }
 
 func (h *hub) recheckBatch(ctx context.Context, ws []watched) {
@@ -236,7 +238,7 @@ func (h *hub) recheckBatch(ctx context.Context, ws []watched) {
 	}
 	for i, w := range ws {
 		if lens[i].Val() > 0 || leases[i].Val() > 0 {
-			w.wake()
+			w.wake.Wake()
 		}
 	}
 }

@@ -69,7 +69,7 @@ func (q *queue) PutBack(msg actor.Message) error {
 	return err
 }
 
-func (q *queue) Watch(wake func()) (bool, error) { return q.s.hub.watch(q, wake) }
+func (q *queue) Watch(w actor.Waker) error { return q.s.hub.watch(q, w) }
 
 func (q *queue) Unwatch() { q.s.hub.unwatch(q) }
 

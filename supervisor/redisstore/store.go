@@ -44,6 +44,13 @@ type Options struct {
 	Recheck time.Duration
 }
 
+// poolSize bounds a node's Redis connections for store calls; pub/sub
+// adds subConns.
+const poolSize = 128
+
+// bufferSize is each connection's read and write buffer.
+const bufferSize = 4096
+
 // ErrEvictingPolicy is what Fatal carries when Redis may evict keys, that
 // is, drop queued messages (Z13).
 var ErrEvictingPolicy = errors.New("redis maxmemory-policy must be noeviction")
@@ -87,6 +94,16 @@ func New(opts Options) (*Store, error) {
 	// so a failing call ends within Timeout (503 store_unavailable).
 	ro.DialTimeout, ro.ReadTimeout, ro.WriteTimeout, ro.PoolTimeout = opts.Timeout, opts.Timeout, opts.Timeout, opts.Timeout
 	ro.ContextTimeoutEnabled = true
+	// The pool is the node's only queue for store calls: a burst of new
+	// long-polls (a subscription and a take each) waits in it, and past redis_timeout_ms
+	// a call fails. go-redis' default of 10 per CPU turned a burst of
+	// 12,500 new long-polls a second on 2 CPUs into 503s for one in ten;
+	// poolSize connections absorbed it, at a fixed cost to Redis.
+	ro.PoolSize = poolSize
+	// Replies are at most one message: small buffers keep an idle pool of
+	// poolSize connections from costing megabytes (go-redis' default is
+	// 32 KiB each way).
+	ro.ReadBufferSize, ro.WriteBufferSize = bufferSize, bufferSize
 	ro.MaxRetries = -1
 	ro.Protocol = 2 // pub/sub as plain replies, no client-side push machinery
 	ro.DisableIdentity = true
@@ -187,7 +204,6 @@ func (s *Store) call(op op, script *redis.Script, keys []string, args ...any) (a
 	if err != nil {
 		return nil, s.failed(op, err)
 	}
-	s.up.Store(true)
 	return res, nil
 }
 
@@ -217,7 +233,8 @@ func (s *Store) failed(op op, err error) error {
 	if strings.HasPrefix(err.Error(), "OOM ") {
 		return fmt.Errorf("%w: redis is at its maxmemory", actor.ErrOverloaded)
 	}
-	s.up.Store(false)
+	// Whether Redis is away is the keeper's to say: a call can also fail
+	// for a burst that outwaits the pool.
 	if ce := s.log.Check(zap.DebugLevel, "store call failed"); ce != nil {
 		ce.Write(zap.String("op", op.String()), zap.Error(err))
 	}
