@@ -424,3 +424,34 @@ func TestMeasureRedisFootprint(t *testing.T) {
 	t.Logf("waiting long-polls, %d: memory store %.2f KiB, Redis store %.2f KiB each (rounds %v / %v): ratio %.2f",
 		n, m/1024, r/1024, per[false], per[true], r/m)
 }
+
+// The Redis password never appears in logs, at any level, nor in
+// --check-config's output, even when Redis refuses it.
+func TestRedisPasswordNeverShown(t *testing.T) {
+	const password = "pw-4c6f6e67-s3cret"
+	rs := redistest.Start(t, "--requirepass", password)
+	url := strings.Replace(rs.URL(), "redis://", "redis://:"+password+"@", 1)
+	node := startServer(t, nil, "--store", "redis", "--redis-url", url, "--log-level", "debug")
+	if _, err := newClient(node.url).Post(context.Background(), mailboxID(0), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	wrong := strings.Replace(rs.URL(), "redis://", "redis://:"+password+"-wrong@", 1)
+	refused := startServer(t, nil, "--store", "redis", "--redis-url", wrong, "--log-level", "debug")
+	if h := health(t, refused); h.Status != "store_unavailable" {
+		t.Fatalf("/health with a wrong password: %q; want store_unavailable", h.Status)
+	}
+	out, code := runBinary(t, "--check-config", "--store", "redis", "--redis-url", url)
+	if code != 0 {
+		t.Fatalf("--check-config: exit %d\n%s", code, out)
+	}
+	node.stop(t)
+	refused.stop(t)
+	for what, text := range map[string]string{"the node's log": node.log(), "the refused node's log": refused.log(), "--check-config": out} {
+		if strings.Contains(text, password) {
+			t.Fatalf("%s shows the Redis password:\n%s", what, text)
+		}
+	}
+	if !strings.Contains(out, "redis_url = 'redis://:<redacted>@") {
+		t.Fatalf("--check-config does not show the redacted URL:\n%s", out)
+	}
+}

@@ -105,8 +105,12 @@ func New(opts Options) (*Store, error) {
 	// 32 KiB each way).
 	ro.ReadBufferSize, ro.WriteBufferSize = bufferSize, bufferSize
 	ro.MaxRetries = -1
+	ro.DialerRetries = 1 // a refused dial fails the call at once, not after 5 attempts
 	ro.Protocol = 2 // pub/sub as plain replies, no client-side push machinery
 	ro.DisableIdentity = true
+	// go-redis' own lines (a failed dial, a reconnect) become the store
+	// logger's debug lines: structured, and its errors are ours to report.
+	redis.SetLogger(clientLog{opts.Logger})
 	s := &Store{
 		opts:    opts,
 		log:     opts.Logger,
@@ -239,4 +243,13 @@ func (s *Store) failed(op op, err error) error {
 		ce.Write(zap.String("op", op.String()), zap.Error(err))
 	}
 	return fmt.Errorf("%w: %s: %v", actor.ErrStoreUnavailable, op, err)
+}
+
+// clientLog hands go-redis' log lines to zap at debug level.
+type clientLog struct{ log *zap.Logger }
+
+func (l clientLog) Printf(_ context.Context, format string, v ...any) {
+	if ce := l.log.Check(zap.DebugLevel, "redis client"); ce != nil {
+		ce.Write(zap.String("detail", fmt.Sprintf(format, v...)))
+	}
 }

@@ -88,7 +88,8 @@ func (s *Server) start() error {
 			return fmt.Errorf("redis-server exited (%v): %s", err, out.String())
 		default:
 		}
-		if reply, err := s.do("PING"); err == nil && reply == "PONG" {
+		// NOAUTH: a server started with --requirepass answers, too.
+		if reply, err := s.do("PING"); err == nil && (reply == "PONG" || strings.HasPrefix(reply, "NOAUTH")) {
 			s.mu.Lock()
 			s.cmd = cmd
 			s.mu.Unlock()
