@@ -106,7 +106,7 @@ func New(opts Options) (*Store, error) {
 	ro.ReadBufferSize, ro.WriteBufferSize = bufferSize, bufferSize
 	ro.MaxRetries = -1
 	ro.DialerRetries = 1 // a refused dial fails the call at once, not after 5 attempts
-	ro.Protocol = 2 // pub/sub as plain replies, no client-side push machinery
+	ro.Protocol = 2      // pub/sub as plain replies, no client-side push machinery
 	ro.DisableIdentity = true
 	// go-redis' own lines (a failed dial, a reconnect) become the store
 	// logger's debug lines: structured, and its errors are ours to report.
