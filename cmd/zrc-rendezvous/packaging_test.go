@@ -16,6 +16,7 @@ import (
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/conf"
 	"github.com/zrc-rendezvous/zrc-rendezvous/httpapi/tlsreload/tlstest"
+	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor/redisstore/redistest"
 )
 
 // The files in packaging/ and docs/ that operators copy are checked here,
@@ -338,7 +339,8 @@ func exportedNames(text string) map[string]bool {
 
 // The alert rules and the dashboard use only metrics a real server
 // exports: one started with TLS, so that the certificate's series exists
-// too, and scraped over HTTPS.
+// too, and scraped over HTTPS, and one on the Redis store, for the
+// store's series.
 func TestPackagingPrometheusMetricsExist(t *testing.T) {
 	dir := filepath.Join(packagingDir, "prometheus")
 	used := map[string][]string{} // name → files
@@ -364,6 +366,10 @@ func TestPackagingPrometheusMetricsExist(t *testing.T) {
 	s := startServer(t, nil, "--tls-cert-path", p.CertPath, "--tls-key-path", p.KeyPath)
 	text := metricsTextTLS(t, httpsClient(p), "https://"+strings.TrimPrefix(s.url, "http://"))
 	exported := exportedNames(text)
+	node := startServer(t, nil, "--store", "redis", "--redis-url", redistest.Start(t).URL())
+	for name := range exportedNames(metricsText(t, node)) {
+		exported[name] = true
+	}
 	for name, files := range used {
 		if !exported[name] {
 			t.Errorf("%s uses %s, which the server does not export", strings.Join(files, ", "), name)

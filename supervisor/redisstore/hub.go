@@ -93,6 +93,7 @@ func (h *hub) unwatch(q *queue) {
 	c.mu.Lock()
 	_, ok := c.subs[q.channel]
 	delete(c.subs, q.channel)
+	q.subscribed.Store(false)
 	c.mu.Unlock()
 	if ok {
 		ctx, cancel := context.WithTimeout(context.Background(), h.s.opts.Timeout)
@@ -131,6 +132,7 @@ func (h *hub) receive(ctx context.Context, c *subConn) {
 			if !lost {
 				lost = true
 				h.s.log.Warn("store pub/sub connection lost; waiting mailboxes will look again once it is back", zap.Error(err))
+				c.each(func(w *watch) { w.q.subscribed.Store(false) })
 			}
 			if !sleep(ctx, backoff) {
 				return
@@ -143,43 +145,47 @@ func (h *hub) receive(ctx context.Context, c *subConn) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" {
 				c.mu.Lock()
-				if w := c.subs[m.Channel]; w != nil && !w.isConfirmed {
-					w.isConfirmed = true
-					close(w.confirmed)
+				if w := c.subs[m.Channel]; w != nil {
+					w.q.subscribed.Store(true)
+					if !w.isConfirmed {
+						w.isConfirmed = true
+						close(w.confirmed)
+					}
 				}
 				c.mu.Unlock()
 			}
 		case *redis.Message:
 			c.mu.Lock()
-			var wake actor.Waker
-			if w := c.subs[m.Channel]; w != nil {
-				wake = w.wake
+			w := c.subs[m.Channel]
+			var wake watched
+			if w != nil {
+				wake = watched{w.q, w.wake}
 			}
 			c.mu.Unlock()
-			if wake != nil {
-				wake.Wake()
+			if w != nil {
+				wake.nudge()
 			}
 		}
 		if lost {
 			lost = false
 			h.s.m.reconnects.Inc()
 			h.s.log.Info("store pub/sub connection regained")
-			for _, wake := range c.wakes() {
-				wake.Wake()
+			var all []watched
+			c.each(func(w *watch) { all = append(all, watched{w.q, w.wake}) })
+			for _, w := range all {
+				w.nudge()
 			}
 		}
 	}
 }
 
-// wakes is every watched mailbox's wake function.
-func (c *subConn) wakes() []actor.Waker {
+// each calls f on every watch of the connection, under its lock.
+func (c *subConn) each(f func(*watch)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]actor.Waker, 0, len(c.subs))
 	for _, w := range c.subs {
-		out = append(out, w.wake)
+		f(w)
 	}
-	return out
 }
 
 // recheckBatch bounds one pipeline of the recheck.
@@ -203,11 +209,7 @@ func (h *hub) recheck(ctx context.Context) {
 			pctx, cancel := context.WithTimeout(ctx, h.s.opts.Timeout)
 			_ = c.ps.Ping(pctx)
 			cancel()
-			c.mu.Lock()
-			for _, w := range c.subs {
-				ws = append(ws, watched{w.q, w.wake})
-			}
-			c.mu.Unlock()
+			c.each(func(w *watch) { ws = append(ws, watched{w.q, w.wake}) })
 		}
 		for len(ws) > 0 {
 			n := min(len(ws), recheckBatch)
@@ -217,10 +219,17 @@ func (h *hub) recheck(ctx context.Context) {
 	}
 }
 
-// watched is a watch as the recheck found it.
+// watched is a watch as read under its connection's lock.
 type watched struct {
 	q    *queue
 	wake actor.Waker
+}
+
+// nudge tells the mailbox's queue that something may have changed (so
+// that its next take asks Redis) and wakes its actor.
+func (w watched) nudge() {
+	w.q.wakes.Add(1)
+	w.wake.Wake()
 }
 
 func (h *hub) recheckBatch(ctx context.Context, ws []watched) {
@@ -238,7 +247,7 @@ func (h *hub) recheckBatch(ctx context.Context, ws []watched) {
 	}
 	for i, w := range ws {
 		if lens[i].Val() > 0 || leases[i].Val() > 0 {
-			w.wake.Wake()
+			w.nudge()
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
@@ -16,7 +17,18 @@ type queue struct {
 	id      actor.ID
 	keys    [4]string // the list, the sequence, the leases, the leased entries (lua/common.lua)
 	channel string
-	stats   *actor.Stats // nil: TTL drops not counted (Ack's)
+	stats   *actor.Stats // nil: TTL drops not counted
+
+	// A long-poll that finds its mailbox empty parks without asking Redis
+	// when nothing can have arrived since the last call that left the
+	// queue empty: the mailbox was subscribed then (every later post
+	// publishes a wake-up) and no wake-up has come since. The hub sets
+	// subscribed and counts wakes (before it wakes the actor); the
+	// actor's goroutine owns empty and emptyAt.
+	subscribed atomic.Bool
+	wakes      atomic.Uint64
+	empty      bool
+	emptyAt    uint64 // wakes when the queue was seen empty
 }
 
 func (s *Store) newQueue(id actor.ID) *queue {
@@ -30,6 +42,7 @@ func (q *queue) Post(_ time.Time, body []byte, take bool) (actor.Posted, error) 
 	if take {
 		flag = "1"
 	}
+	seen := q.seeing()
 	res, err := q.s.call(opPost, postScript, q.keys[:], body, q.s.maxLen, q.s.ttlUS, q.s.leaseUS, flag, q.channel)
 	if err != nil {
 		return actor.Posted{}, err
@@ -48,23 +61,50 @@ func (q *queue) Post(_ time.Time, body []byte, take bool) (actor.Posted, error) 
 	if p.Taken, err = delivery(r[4], r[5]); err != nil {
 		return actor.Posted{}, err
 	}
+	q.saw(seen, take && p.Taken.QueueLen == 0)
 	return p, nil
 }
 
 func (q *queue) Take(time.Time) (actor.Delivery, error) {
+	if q.empty && q.emptyAt == q.wakes.Load() && q.subscribed.Load() {
+		return actor.Delivery{}, nil
+	}
+	seen := q.seeing()
 	res, err := q.s.call(opTake, takeScript, q.keys[:], q.s.ttlUS, q.s.leaseUS)
 	if err != nil {
+		q.empty = false
 		return actor.Delivery{}, err
 	}
 	r, err := reply(res, 4)
 	if err != nil {
+		q.empty = false
 		return actor.Delivery{}, err
 	}
 	q.counts(r[2], r[3])
-	return delivery(r[0], r[1])
+	d, err := delivery(r[0], r[1])
+	q.saw(seen, err == nil && d.QueueLen == 0)
+	return d, err
+}
+
+// seeing is what a call about to go to Redis can vouch for once it
+// answers: the wake-ups counted before it, if the mailbox is subscribed
+// (else ^0, which vouches for nothing).
+func (q *queue) seeing() uint64 {
+	w := q.wakes.Load()
+	if !q.subscribed.Load() {
+		return ^uint64(0)
+	}
+	return w
+}
+
+// saw records what a call that left the queue empty (or not) vouches for.
+func (q *queue) saw(seen uint64, empty bool) {
+	q.empty = empty && seen != ^uint64(0)
+	q.emptyAt = seen
 }
 
 func (q *queue) PutBack(msg actor.Message) error {
+	q.empty = false
 	_, err := q.s.call(opPutBack, putBackScript, q.keys[:], msg.Seq, q.s.ttlUS, q.channel)
 	return err
 }

@@ -62,6 +62,7 @@ type Store struct {
 	log   *zap.Logger
 	rdb   *redis.Client
 	hub   *hub
+	acks  *acker
 	m     storeMetrics
 	epoch atomic.Pointer[string]
 	up    atomic.Bool
@@ -125,6 +126,7 @@ func New(opts Options) (*Store, error) {
 	s.epoch.Store(&empty)
 	s.m = newStoreMetrics(opts.Metrics)
 	s.hub = newHub(s)
+	s.acks = newAcker(s)
 	if opts.Metrics != nil {
 		opts.Metrics.NewGauge("zrc_rendezvous_store_subscriptions", func() float64 { return float64(s.hub.count()) })
 		opts.Metrics.NewGauge("zrc_rendezvous_store_up", func() float64 {
@@ -140,6 +142,7 @@ func New(opts Options) (*Store, error) {
 	checked := false
 	if err := s.check(context.Background(), &checked); errors.Is(err, ErrEvictingPolicy) {
 		s.hub.close()
+		s.acks.close()
 		s.rdb.Close()
 		return nil, err
 	} else if err == nil {
@@ -168,6 +171,7 @@ func (s *Store) Close() error {
 	s.cancel()
 	<-s.done
 	s.hub.close()
+	s.acks.close()
 	return s.rdb.Close()
 }
 
@@ -179,11 +183,13 @@ func (s *Store) Queue(id actor.ID, stats *actor.Stats) actor.Queue {
 	return q
 }
 
-// Ack forgets the lease of a message whose response was written.
+// Ack forgets the lease of a message whose response was written. It
+// returns at once: the acker sends acknowledgements in pipelines (see
+// acker.go). One that fails leaves the lease to run out: the message is
+// delivered again, and counted.
 func (s *Store) Ack(id actor.ID, msg actor.Message) error {
-	q := s.newQueue(id)
-	_, err := s.call(opAck, ackScript, q.keys[:], msg.Seq)
-	return err
+	s.acks.add(id, msg.Seq)
+	return nil
 }
 
 // key is the name of one of a mailbox's keys or its channel.
