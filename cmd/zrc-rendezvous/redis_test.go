@@ -455,3 +455,32 @@ func TestRedisPasswordNeverShown(t *testing.T) {
 		t.Fatalf("--check-config does not show the redacted URL:\n%s", out)
 	}
 }
+
+// redis_wait_replicas: a POST answers 202 only once WAIT confirms that
+// many replicas hold it, else 503 store_unavailable.
+func TestRedisWaitReplicas(t *testing.T) {
+	primary := redistest.Start(t)
+	replica := redistest.Start(t, "--replicaof", "127.0.0.1", strings.TrimPrefix(primary.Addr(), "127.0.0.1:"))
+	polltest.Until(t, "the replica to be in sync", func() bool {
+		return strings.Contains(replica.Do(t, "INFO", "replication"), "master_link_status:up")
+	})
+	node := startNode(t, primary, "--redis-wait-replicas", "1", "--redis-timeout-ms", "500")
+	cl := newClient(node.url)
+	ctx := context.Background()
+	r, err := cl.Post(ctx, mailboxID(0), []byte("held by a replica"))
+	if err != nil {
+		t.Fatalf("POST with the replica up: %v", err)
+	}
+	if got := replica.Do(t, "LLEN", "zrc:{"+mailboxID(0)+"}:q"); got != "1" {
+		t.Fatalf("the replica holds %s messages after the 202; want 1", got)
+	}
+	replica.Stop()
+	_, err = cl.Post(ctx, mailboxID(0), []byte("not held"))
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != http.StatusServiceUnavailable || ce.Code != "store_unavailable" {
+		t.Fatalf("POST without the replica: %v; want 503 store_unavailable", err)
+	}
+	if msg, ok, err := cl.Get(ctx, mailboxID(0), 0); err != nil || !ok || msg.Sequence != r.Sequence {
+		t.Fatalf("GET: seq %d ok=%v err=%v; want the first message, %d", msg.Sequence, ok, err, r.Sequence)
+	}
+}
