@@ -192,18 +192,21 @@ func (v *validator) tls() {
 }
 
 // redisModeAllowed is what redis_mode allows in this build.
-const redisModeAllowed = "must be standalone (cluster and sentinel are not available in this build)"
+const redisModeAllowed = "must be standalone or sentinel (cluster is not available in this build)"
 
 // store checks the Redis store's keys: redis_url whenever it is set (never
 // echoed: it may hold a password), that store = "redis" has one, the modes
-// this build serves, the key prefix, and that state_file, which only the
-// memory store reads, is not set with it (Z13).
+// this build serves and what they need, the key prefix, and that
+// state_file, which only the memory store reads, is not set with it (Z13).
 func (v *validator) store() {
 	c := v.c
-	if c.RedisMode != "standalone" && slices.Contains(byKey["redis_mode"].oneOf, c.RedisMode) {
+	if c.RedisMode == "cluster" {
 		// Listed, so that the config surface keeps the spec's shape, but
 		// refused rather than served as standalone behind the operator's back.
 		v.addf("redis_mode", "%s, got %s", redisModeAllowed, quoteTrunc(c.RedisMode))
+	}
+	if c.RedisMode == "sentinel" && c.RedisMasterName == "" {
+		v.addf("redis_master_name", "must name the master the sentinels watch when redis_mode is sentinel (%s)", v.from("redis_mode"))
 	}
 	if p := c.RedisKeyPrefix; p == "" || len(p) > 64 || strings.ContainsAny(p, "{} ") || strings.IndexFunc(p, func(r rune) bool { return r < '!' || r > '~' }) >= 0 {
 		v.addf("redis_key_prefix", "%s, got %s", byKey["redis_key_prefix"].allowedText(), quoteTrunc(p))

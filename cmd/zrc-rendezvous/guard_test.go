@@ -192,7 +192,7 @@ func TestProcessCheckConfigRefusesWhatStartRefuses(t *testing.T) {
 		{"redis store with a state file", []string{"--store", "redis", "--redis-url", "redis://127.0.0.1:6379/0", "--state-file", filepath.Join(dir, "state.bin")},
 			"config: state_file (flag --state-file): must be empty when store is redis (store from flag --store): Redis keeps the queued messages"},
 		{"redis cluster mode", []string{"--store", "redis", "--redis-url", "redis://127.0.0.1:6379/0", "--redis-mode", "cluster"},
-			`config: redis_mode (flag --redis-mode): must be standalone (cluster and sentinel are not available in this build), got "cluster"`},
+			`config: redis_mode (flag --redis-mode): must be standalone or sentinel (cluster is not available in this build), got "cluster"`},
 		{"token file", []string{"--auth-mode", "per_mailbox", "--mailbox-tokens-file", tokens},
 			"mailbox_tokens_file " + tokens + ": [mailboxes] key 1 of 1 (sorted) is not a recipient id of 64 hex characters"},
 		{"state_file directory missing", []string{"--state-file", filepath.Join(dir, "missing", "state.bin")},

@@ -484,3 +484,83 @@ func TestRedisWaitReplicas(t *testing.T) {
 		t.Fatalf("GET: seq %d ok=%v err=%v; want the first message, %d", msg.Sequence, ok, err, r.Sequence)
 	}
 }
+
+// redis_mode = "sentinel": a master, a replica and three sentinels. The
+// master is killed; the node answers 503 store_unavailable meanwhile,
+// serves again by itself once a sentinel promoted the replica, and
+// delivers every message posted after the failover. Redis replicates
+// asynchronously, so messages acknowledged just before the failover may
+// be lost: the test reports how many.
+func TestRedisSentinelFailover(t *testing.T) {
+	master := redistest.Start(t)
+	replica := redistest.Start(t, "--replicaof", "127.0.0.1", strings.TrimPrefix(master.Addr(), "127.0.0.1:"))
+	polltest.Until(t, "the replica to be in sync", func() bool {
+		return strings.Contains(replica.Do(t, "INFO", "replication"), "master_link_status:up")
+	})
+	var sentinels []*redistest.Server
+	for range 3 {
+		sentinels = append(sentinels, redistest.StartSentinel(t, "zrcmaster", master.Addr(), 2))
+	}
+	url := "redis://" + sentinels[0].Addr() + "/0?addr=" + sentinels[1].Addr() + "&addr=" + sentinels[2].Addr()
+	node := startServer(t, nil, "--store", "redis", "--redis-mode", "sentinel", "--redis-master-name", "zrcmaster",
+		"--redis-url", url, "--redis-lease-ms", "1000")
+	cl := newClient(node.url)
+	ctx := context.Background()
+	const n = 20
+	for i := range n {
+		if _, err := cl.Post(ctx, mailboxID(0), []byte("before "+strconv.Itoa(i))); err != nil {
+			t.Fatalf("POST before the failover: %v", err)
+		}
+	}
+	goroutines := metricValue(t, metricsText(t, node), "go_goroutines")
+
+	master.Kill()
+	refused := 0
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := cl.Post(ctx, mailboxID(1), []byte("probe"))
+		if err == nil {
+			break
+		}
+		var ce *client.Error
+		if !errors.As(err, &ce) || ce.Status != http.StatusServiceUnavailable || ce.Code != "store_unavailable" {
+			t.Fatalf("POST during the failover: %v; want 503 store_unavailable", err)
+		}
+		refused++
+		if time.Now().After(deadline) {
+			t.Fatalf("the node did not serve again within 30 s of the master's death (%d POSTs refused)", refused)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("%d POSTs answered 503 store_unavailable during the failover", refused)
+	for i := range n {
+		if _, err := cl.Post(ctx, mailboxID(0), []byte("after "+strconv.Itoa(i))); err != nil {
+			t.Fatalf("POST after the failover: %v", err)
+		}
+	}
+	before, after := 0, 0
+	for {
+		msg, ok, err := cl.Get(ctx, mailboxID(0), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		if body := string(msg.Body); strings.HasPrefix(body, "after ") {
+			if want := "after " + strconv.Itoa(after); body != want {
+				t.Fatalf("got %q; want %q", body, want)
+			}
+			after++
+		} else {
+			before++
+		}
+	}
+	if after != n {
+		t.Fatalf("%d of the %d messages posted after the failover delivered", after, n)
+	}
+	t.Logf("acknowledged before the failover: %d of %d delivered after it, %d lost", before, n, n-before)
+	if g := metricValue(t, metricsText(t, node), "go_goroutines"); g > goroutines+10 {
+		t.Fatalf("goroutines grew from %v to %v across the failover", goroutines, g)
+	}
+}

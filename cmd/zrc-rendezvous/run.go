@@ -142,6 +142,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			var err error
 			store, err = redisstore.New(redisstore.Options{
 				URL:               cfg.RedisURL,
+				Mode:              cfg.RedisMode,
+				MasterName:        cfg.RedisMasterName,
 				KeyPrefix:         cfg.RedisKeyPrefix,
 				Timeout:           cfg.RedisTimeout(),
 				Lease:             cfg.RedisLease(),

@@ -14,8 +14,11 @@ package redisstore
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -29,7 +32,11 @@ import (
 
 // Options configure a Store. cmd builds them from conf.Config.
 type Options struct {
-	URL               string        // redis:// or rediss:// (redis_url)
+	URL string // redis:// or rediss:// (redis_url)
+	// Mode is "standalone" (or "") or "sentinel" (redis_mode): with
+	// Sentinel, URL names the sentinels (its host and any ?addr=host:port)
+	// and MasterName the master they watch.
+	Mode, MasterName  string
 	KeyPrefix         string        // redis_key_prefix
 	Timeout           time.Duration // one store call's deadline (redis_timeout_ms)
 	Lease             time.Duration // redis_lease_ms
@@ -80,10 +87,9 @@ type Store struct {
 // answers, Available is false and every call fails with
 // actor.ErrStoreUnavailable.
 func New(opts Options) (*Store, error) {
-	ro, err := redis.ParseURL(opts.URL)
+	rdb, err := newClient(opts)
 	if err != nil {
-		// The URL may hold a password: its parser's message is not passed on.
-		return nil, errors.New("redis_url: not a valid redis:// or rediss:// URL")
+		return nil, err
 	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
@@ -91,31 +97,13 @@ func New(opts Options) (*Store, error) {
 	if opts.Recheck <= 0 {
 		opts.Recheck = 5 * time.Second
 	}
-	// A call's deadline bounds each step of it; go-redis retries nothing,
-	// so a failing call ends within Timeout (503 store_unavailable).
-	ro.DialTimeout, ro.ReadTimeout, ro.WriteTimeout, ro.PoolTimeout = opts.Timeout, opts.Timeout, opts.Timeout, opts.Timeout
-	ro.ContextTimeoutEnabled = true
-	// The pool is the node's only queue for store calls: a burst of new
-	// long-polls (a subscription and a take each) waits in it, and a call
-	// that waits past redis_timeout_ms fails. With go-redis' default of
-	// 10 per CPU, 45 % of a burst of 12,500 new long-polls a second on 2
-	// CPUs got 503; poolSize connections refused none in three runs.
-	ro.PoolSize = poolSize
-	// Replies are at most one message: small buffers keep an idle pool of
-	// poolSize connections from costing megabytes (go-redis' default is
-	// 32 KiB each way).
-	ro.ReadBufferSize, ro.WriteBufferSize = bufferSize, bufferSize
-	ro.MaxRetries = -1
-	ro.DialerRetries = 1 // a refused dial fails the call at once, not after 5 attempts
-	ro.Protocol = 2      // pub/sub as plain replies, no client-side push machinery
-	ro.DisableIdentity = true
 	// go-redis' own lines (a failed dial, a reconnect) become the store
 	// logger's debug lines: structured, and its errors are ours to report.
 	redis.SetLogger(clientLog{opts.Logger})
 	s := &Store{
 		opts:    opts,
 		log:     opts.Logger,
-		rdb:     redis.NewClient(ro),
+		rdb:     rdb,
 		ttlUS:   fmt.Sprint(opts.TTL.Microseconds()),
 		leaseUS: fmt.Sprint(opts.Lease.Microseconds()),
 		maxLen:  fmt.Sprint(opts.MaxQueueLength),
@@ -260,4 +248,70 @@ func (l clientLog) Printf(_ context.Context, format string, v ...any) {
 	if ce := l.log.Check(zap.DebugLevel, "redis client"); ce != nil {
 		ce.Write(zap.String("detail", fmt.Sprintf(format, v...)))
 	}
+}
+
+// newClient connects to a standalone Redis, or through Sentinel to the
+// master it names (go-redis' failover client follows a failover).
+func newClient(opts Options) (*redis.Client, error) {
+	// The URL may hold a password: its parsers' messages are not passed on.
+	bad := errors.New("redis_url: not a valid redis:// or rediss:// URL")
+	if opts.Mode != "sentinel" {
+		ro, err := redis.ParseURL(opts.URL)
+		if err != nil {
+			return nil, bad
+		}
+		tune(ro, opts.Timeout)
+		return redis.NewClient(ro), nil
+	}
+	u, err := url.Parse(opts.URL)
+	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+		return nil, bad
+	}
+	db := 0
+	if p := strings.Trim(u.Path, "/"); p != "" {
+		if db, err = strconv.Atoi(p); err != nil {
+			return nil, bad
+		}
+	}
+	t := &redis.Options{}
+	tune(t, opts.Timeout)
+	fo := &redis.FailoverOptions{
+		MasterName: opts.MasterName, SentinelAddrs: append([]string{u.Host}, u.Query()["addr"]...), DB: db,
+		DialTimeout: t.DialTimeout, ReadTimeout: t.ReadTimeout, WriteTimeout: t.WriteTimeout, PoolTimeout: t.PoolTimeout,
+		ContextTimeoutEnabled: t.ContextTimeoutEnabled, PoolSize: t.PoolSize, ReadBufferSize: t.ReadBufferSize,
+		WriteBufferSize: t.WriteBufferSize, MaxRetries: t.MaxRetries, DialerRetries: t.DialerRetries,
+		Protocol: t.Protocol, DisableIdentity: t.DisableIdentity,
+	}
+	if u.User != nil {
+		// The credentials are the data nodes' (the sentinels' own
+		// authentication is not supported).
+		fo.Username = u.User.Username()
+		fo.Password, _ = u.User.Password()
+	}
+	if u.Scheme == "rediss" {
+		fo.TLSConfig = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
+	}
+	return redis.NewFailoverClient(fo), nil
+}
+
+// tune sets what every connection to Redis shares.
+func tune(ro *redis.Options, timeout time.Duration) {
+	// A call's deadline bounds each step of it; go-redis retries nothing,
+	// so a failing call ends within Timeout (503 store_unavailable).
+	ro.DialTimeout, ro.ReadTimeout, ro.WriteTimeout, ro.PoolTimeout = timeout, timeout, timeout, timeout
+	ro.ContextTimeoutEnabled = true
+	// The pool is the node's only queue for store calls: a burst of new
+	// long-polls (a subscription and a take each) waits in it, and a call
+	// that waits past redis_timeout_ms fails. With go-redis' default of
+	// 10 per CPU, 45 % of a burst of 12,500 new long-polls a second on 2
+	// CPUs got 503; poolSize connections refused none in three runs.
+	ro.PoolSize = poolSize
+	// Replies are at most one message: small buffers keep an idle pool of
+	// poolSize connections from costing megabytes (go-redis' default is
+	// 32 KiB each way).
+	ro.ReadBufferSize, ro.WriteBufferSize = bufferSize, bufferSize
+	ro.MaxRetries = -1
+	ro.DialerRetries = 1 // a refused dial fails the call at once, not after 5 attempts
+	ro.Protocol = 2      // pub/sub as plain replies, no client-side push machinery
+	ro.DisableIdentity = true
 }

@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -70,10 +71,36 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// StartSentinel starts a Redis Sentinel on a free port that watches the
+// master at masterAddr under name, with a quorum of quorum and a master
+// declared down after 1 s, so that tests see a failover within seconds.
+// It is stopped when t ends.
+func StartSentinel(t testing.TB, name, masterAddr string, quorum int) *Server {
+	t.Helper()
+	host, port, _ := strings.Cut(masterAddr, ":")
+	dir := t.TempDir()
+	conf := dir + "/sentinel.conf" // Sentinel rewrites its config file: one of its own
+	err := os.WriteFile(conf, []byte(fmt.Sprintf(
+		"sentinel monitor %[1]s %[2]s %[3]s %[4]d\nsentinel down-after-milliseconds %[1]s 1000\nsentinel failover-timeout %[1]s 5000\n",
+		name, host, port, quorum)), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Start(t, conf, "--sentinel")
+}
+
 // start runs the process and waits until it answers PING.
 func (s *Server) start() error {
-	a := append([]string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir,
-		"--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", ""}, s.args...)
+	a := []string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir, "--daemonize", "no", "--logfile", ""}
+	args := s.args
+	if len(args) > 0 && !strings.HasPrefix(args[0], "--") {
+		a = append([]string{args[0]}, a...) // a config file comes first
+		args = args[1:]
+	}
+	if !slices.Contains(args, "--sentinel") {
+		a = append(a, "--save", "", "--appendonly", "no")
+	}
+	a = append(a, args...)
 	cmd := exec.Command("redis-server", a...)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
