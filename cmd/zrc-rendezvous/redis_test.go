@@ -485,25 +485,33 @@ func TestRedisWaitReplicas(t *testing.T) {
 	}
 }
 
-// redis_mode = "sentinel": a master, a replica and three sentinels. The
+// redis_mode = "sentinel": a master, replicas and three sentinels. The
 // master is killed; the node answers 503 store_unavailable meanwhile,
-// serves again by itself once a sentinel promoted the replica, and
+// serves again by itself once a sentinel promoted a replica, and
 // delivers every message posted after the failover. Redis replicates
 // asynchronously, so messages acknowledged just before the failover may
-// be lost: the test reports how many.
+// be lost: the test reports how many. With redis_wait_replicas = 1 (and
+// a second replica, so that the new master has one to wait for) none is.
 func TestRedisSentinelFailover(t *testing.T) {
+	t.Run("asynchronous", func(t *testing.T) { sentinelFailover(t, 1, 0) })
+	t.Run("wait for a replica", func(t *testing.T) { sentinelFailover(t, 2, 1) })
+}
+
+func sentinelFailover(t *testing.T, replicas, waitReplicas int) {
 	master := redistest.Start(t)
-	replica := redistest.Start(t, "--replicaof", "127.0.0.1", strings.TrimPrefix(master.Addr(), "127.0.0.1:"))
-	polltest.Until(t, "the replica to be in sync", func() bool {
-		return strings.Contains(replica.Do(t, "INFO", "replication"), "master_link_status:up")
-	})
+	for range replicas {
+		replica := redistest.Start(t, "--replicaof", "127.0.0.1", strings.TrimPrefix(master.Addr(), "127.0.0.1:"))
+		polltest.Until(t, "the replica to be in sync", func() bool {
+			return strings.Contains(replica.Do(t, "INFO", "replication"), "master_link_status:up")
+		})
+	}
 	var sentinels []*redistest.Server
 	for range 3 {
 		sentinels = append(sentinels, redistest.StartSentinel(t, "zrcmaster", master.Addr(), 2))
 	}
 	url := "redis://" + sentinels[0].Addr() + "/0?addr=" + sentinels[1].Addr() + "&addr=" + sentinels[2].Addr()
 	node := startServer(t, nil, "--store", "redis", "--redis-mode", "sentinel", "--redis-master-name", "zrcmaster",
-		"--redis-url", url, "--redis-lease-ms", "1000")
+		"--redis-url", url, "--redis-lease-ms", "1000", "--redis-wait-replicas", strconv.Itoa(waitReplicas))
 	cl := newClient(node.url)
 	ctx := context.Background()
 	const n = 20
@@ -516,7 +524,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 
 	master.Kill()
 	refused := 0
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		_, err := cl.Post(ctx, mailboxID(1), []byte("probe"))
 		if err == nil {
@@ -528,7 +536,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 		}
 		refused++
 		if time.Now().After(deadline) {
-			t.Fatalf("the node did not serve again within 30 s of the master's death (%d POSTs refused)", refused)
+			t.Fatalf("the node did not serve again within 60 s of the master's death (%d POSTs refused)", refused)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -560,6 +568,9 @@ func TestRedisSentinelFailover(t *testing.T) {
 		t.Fatalf("%d of the %d messages posted after the failover delivered", after, n)
 	}
 	t.Logf("acknowledged before the failover: %d of %d delivered after it, %d lost", before, n, n-before)
+	if waitReplicas > 0 && before != n {
+		t.Fatalf("%d acknowledged messages lost with redis_wait_replicas = %d", n-before, waitReplicas)
+	}
 	if g := metricValue(t, metricsText(t, node), "go_goroutines"); g > goroutines+10 {
 		t.Fatalf("goroutines grew from %v to %v across the failover", goroutines, g)
 	}
