@@ -11,17 +11,7 @@
 # process it starts it stops by PID.
 set -euo pipefail
 ROUNDS=${1:-5}; M=${2:-1000}; RATE=${3:-2000}; DUR=${4:-8s}
-cd "$(dirname "$0")/../.."
-bin=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$bin"; }
-trap cleanup EXIT
-CGO_ENABLED=0 go build -o "$bin/zrc" ./cmd/zrc-rendezvous
-ulimit -n "$(ulimit -Hn)"
-FLAGS="--listen-addr 127.0.0.1 --rate-limit-posts-per-minute 100000000 --rate-limit-gets-per-minute 100000000
-  --max-waiting-per-source 1000000 --max-connections-per-source 1000000 --max-connections 30000 --max-mailboxes 30000"
-LOAD="--mailboxes $M --posters 8 --rate $RATE --size 1024 --warmup 2s --duration $DUR --json --quiet"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$(dirname "$0")/redis-lib.sh"
 wait_http() { for _ in $(seq 100); do curl -sf -o /dev/null "$1/health" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
 for r in $(seq 1 "$ROUNDS"); do
 	order="memory redis1 redis3"
