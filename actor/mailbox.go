@@ -608,6 +608,9 @@ type wakeCmd struct{}
 func (wakeCmd) handle(m *Mailbox) {
 	m.wakePending.Store(false)
 	m.serveParked()
+	if !m.hasLiveWaiter() {
+		m.q.Idle()
+	}
 }
 
 func (c *sweepCmd) handle(m *Mailbox) {

@@ -39,6 +39,10 @@ type Queue interface {
 	Watch(w Waker) error
 	// Unwatch ends a watch; wake is not called after it returns.
 	Unwatch()
+	// Idle says that no waiter of this actor waits after a wake-up: a
+	// shared store returns what other nodes handed this node ahead of a
+	// take to the queue.
+	Idle()
 	// Sweep drops expired messages held in this process.
 	Sweep(now time.Time) (n int, bytes int64)
 	// Evict drops the oldest messages held in this process that arrived
@@ -109,6 +113,8 @@ func (mq *memQueue) PutBack(msg Message) error {
 func (mq *memQueue) Watch(Waker) error { return nil }
 
 func (mq *memQueue) Unwatch() {}
+
+func (mq *memQueue) Idle() {}
 
 func (mq *memQueue) Sweep(now time.Time) (int, int64) { return mq.dropExpired(now) }
 

@@ -2,6 +2,8 @@ package redisstore
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -12,8 +14,10 @@ import (
 )
 
 // subConns is how many pub/sub connections a node shares among all its
-// watched mailboxes: never one per waiting GET (Z13).
-const subConns = 2
+// watched mailboxes: never one per waiting GET (Z13). One: a push and
+// the wake-ups after it then arrive in the order Redis sent them, which
+// lets a pushed message vouch for an empty queue (queue.popPushed).
+const subConns = 1
 
 // hub delivers another node's wake-ups to this node's actors: a mailbox
 // is subscribed while its actor watches it, on one of a few shared
@@ -23,6 +27,7 @@ const subConns = 2
 // not empty is woken whatever the channel said.
 type hub struct {
 	s      *Store
+	own    string // this node's channel
 	conns  [subConns]*subConn
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -44,11 +49,17 @@ type watch struct {
 }
 
 func newHub(s *Store) *hub {
-	h := &hub{s: s}
+	h := &hub{s: s, own: s.nodeChannels + s.node}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	for i := range h.conns {
-		c := &subConn{ps: s.rdb.Subscribe(ctx), subs: make(map[string]*watch)}
+		var own []string
+		if i == 0 {
+			// What other nodes push to this one. Until Redis confirms it
+			// they find no subscriber and leave their messages queued.
+			own = append(own, s.nodeChannels+s.node)
+		}
+		c := &subConn{ps: s.rdb.Subscribe(ctx, own...), subs: make(map[string]*watch)}
 		h.conns[i] = c
 		h.wg.Add(1)
 		go h.receive(ctx, c)
@@ -88,7 +99,8 @@ func (h *hub) watch(q *queue, wake actor.Waker) error {
 	return err
 }
 
-func (h *hub) unwatch(q *queue) {
+// unwatch ends q's watch and reports whether there was one.
+func (h *hub) unwatch(q *queue) bool {
 	c := h.conn(q)
 	c.mu.Lock()
 	_, ok := c.subs[q.channel]
@@ -102,6 +114,7 @@ func (h *hub) unwatch(q *queue) {
 		// not subscribe it again.
 		_ = c.ps.Unsubscribe(ctx, q.channel)
 	}
+	return ok
 }
 
 func (h *hub) count() int {
@@ -155,6 +168,10 @@ func (h *hub) receive(ctx context.Context, c *subConn) {
 				c.mu.Unlock()
 			}
 		case *redis.Message:
+			if m.Channel == h.own {
+				h.pushed(m.Payload)
+				break
+			}
 			c.mu.Lock()
 			w := c.subs[m.Channel]
 			var wake watched
@@ -177,6 +194,39 @@ func (h *hub) receive(ctx context.Context, c *subConn) {
 			}
 		}
 	}
+}
+
+// pushed hands a message another node's post leased to this node
+// ("<hex id>,<queue length>,<entry>", lua/post.lua) to its mailbox's
+// queue and wakes the actor; a mailbox no longer watched here gets it
+// back at once.
+func (h *hub) pushed(payload string) {
+	hexID, rest, ok1 := strings.Cut(payload, ",")
+	lenText, entry, ok2 := strings.Cut(rest, ",")
+	id, err := actor.ParseID(hexID)
+	n, err2 := strconv.Atoi(lenText)
+	if !ok1 || !ok2 || err != nil || err2 != nil {
+		return // not ours to read: its lease runs out and it comes back
+	}
+	d, err := delivery(entry, int64(n))
+	if err != nil {
+		return
+	}
+	c := h.conns[int(id[0])%subConns]
+	c.mu.Lock()
+	w := c.subs[h.s.key(hexID, "w")]
+	var wake actor.Waker
+	if w != nil {
+		w.q.push(d)
+		wake = w.wake
+	}
+	h.s.m.pushed.Inc()
+	c.mu.Unlock()
+	if w == nil {
+		go func() { _ = h.s.newQueue(id).putBack(d.Message.Seq) }()
+		return
+	}
+	wake.Wake()
 }
 
 // each calls f on every watch of the connection, under its lock.

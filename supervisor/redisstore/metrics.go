@@ -14,10 +14,11 @@ const (
 	opTake
 	opPutBack
 	opAck
+	opUnclaim
 	numOps
 )
 
-func (o op) String() string { return [...]string{"post", "take", "put_back", "ack"}[o] }
+func (o op) String() string { return [...]string{"post", "take", "put_back", "ack", "unclaim"}[o] }
 
 // callBuckets span a local round trip (~0.1 ms) to the largest
 // redis_timeout_ms worth telling apart.
@@ -28,6 +29,7 @@ type storeMetrics struct {
 	errors      [numOps]*metrics.Counter
 	redelivered *metrics.Counter // messages back from an expired lease
 	reconnects  *metrics.Counter // pub/sub connections regained
+	pushed      *metrics.Counter // messages another node's post leased to a waiter here
 }
 
 // newStoreMetrics registers the store's series on set; nil: a private
@@ -43,6 +45,7 @@ func newStoreMetrics(set *metrics.Set) storeMetrics {
 	}
 	m.redelivered = set.NewCounter("zrc_rendezvous_store_lease_redeliveries_total")
 	m.reconnects = set.NewCounter("zrc_rendezvous_store_pubsub_reconnects_total")
+	m.pushed = set.NewCounter("zrc_rendezvous_store_pushed_total")
 	return m
 }
 

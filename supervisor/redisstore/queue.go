@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,9 +16,23 @@ import (
 type queue struct {
 	s       *Store
 	id      actor.ID
-	keys    [4]string // the list, the sequence, the leases, the leased entries (lua/common.lua)
+	hex     string    // id in hex, its keys' hash tag
+	keys    [5]string // the list, the sequence, the leases, the leased entries, the claim (lua/common.lua)
 	channel string
 	stats   *actor.Stats // nil: TTL drops not counted
+
+	// claimed: the actor watches, so a take that finds the queue empty
+	// names this node as the one whose waiters wait here, and posts on
+	// other nodes push the next message to it (lua/post.lua). The hub
+	// adds what they push to pushed; the actor's goroutine owns claimed.
+	claimed bool
+	mu      sync.Mutex
+	pushed  []pushedEntry // guarded by mu; oldest first
+	// returned is the oldest sequence this node put back since its last
+	// take (0: none). A pushed message newer than it was published before
+	// the put back reached Redis: delivering it would overtake the one
+	// put back, so it goes back too.
+	returned uint64
 
 	// A long-poll that finds its mailbox empty parks without asking Redis
 	// when nothing can have arrived since the last call that left the
@@ -33,8 +48,15 @@ type queue struct {
 
 func (s *Store) newQueue(id actor.ID) *queue {
 	h := id.String()
-	return &queue{s: s, id: id, channel: s.key(h, "w"),
-		keys: [4]string{s.key(h, "q"), s.key(h, "s"), s.key(h, "l"), s.key(h, "m")}}
+	return &queue{s: s, id: id, hex: h, channel: s.key(h, "w"),
+		keys: [5]string{s.key(h, "q"), s.key(h, "s"), s.key(h, "l"), s.key(h, "m"), s.key(h, "c")}}
+}
+
+// pushedEntry is a message another node's post leased to this node.
+type pushedEntry struct {
+	d     actor.Delivery
+	at    time.Time // when it arrived here
+	wakes uint64    // the queue's wakes counting this push
 }
 
 func (q *queue) Post(_ time.Time, body []byte, take bool) (actor.Posted, error) {
@@ -43,7 +65,8 @@ func (q *queue) Post(_ time.Time, body []byte, take bool) (actor.Posted, error) 
 		flag = "1"
 	}
 	seen := q.seeing()
-	res, err := q.s.call(opPost, postScript, q.keys[:], body, q.s.maxLen, q.s.ttlUS, q.s.leaseUS, flag, q.channel)
+	res, err := q.s.call(opPost, postScript, q.keys[:], body, q.s.maxLen, q.s.ttlUS, q.s.leaseUS, flag, q.channel,
+		q.s.node, q.s.nodeChannels, q.hex)
 	if err != nil {
 		return actor.Posted{}, err
 	}
@@ -66,15 +89,23 @@ func (q *queue) Post(_ time.Time, body []byte, take bool) (actor.Posted, error) 
 }
 
 func (q *queue) Take(time.Time) (actor.Delivery, error) {
+	if d, ok := q.popPushed(); ok {
+		return d, nil
+	}
 	if q.empty && q.emptyAt == q.wakes.Load() && q.subscribed.Load() {
 		return actor.Delivery{}, nil
 	}
 	seen := q.seeing()
-	res, err := q.s.call(opTake, takeScript, q.keys[:], q.s.ttlUS, q.s.leaseUS)
+	claim := ""
+	if q.claimed {
+		claim = q.s.node
+	}
+	res, err := q.s.call(opTake, takeScript, q.keys[:], q.s.ttlUS, q.s.leaseUS, claim, q.s.claimMS)
 	if err != nil {
 		q.empty = false
 		return actor.Delivery{}, err
 	}
+	q.returned = 0 // the take came after every put back, so from the head
 	r, err := reply(res, 4)
 	if err != nil {
 		q.empty = false
@@ -104,14 +135,89 @@ func (q *queue) saw(seen uint64, empty bool) {
 }
 
 func (q *queue) PutBack(msg actor.Message) error {
+	// Pushed messages are newer: they go back first, so that msg ends up
+	// ahead of them.
+	q.returnPushed()
+	return q.putBack(msg.Seq)
+}
+
+func (q *queue) putBack(seq uint64) error {
 	q.empty = false
-	_, err := q.s.call(opPutBack, putBackScript, q.keys[:], msg.Seq, q.s.ttlUS, q.channel)
+	if q.returned == 0 || seq < q.returned {
+		q.returned = seq
+	}
+	_, err := q.s.call(opPutBack, putBackScript, q.keys[:], seq, q.s.ttlUS, q.channel, q.s.node)
 	return err
 }
 
-func (q *queue) Watch(w actor.Waker) error { return q.s.hub.watch(q, w) }
+func (q *queue) Watch(w actor.Waker) error {
+	q.claimed = true
+	return q.s.hub.watch(q, w)
+}
 
-func (q *queue) Unwatch() { q.s.hub.unwatch(q) }
+func (q *queue) Unwatch() {
+	if q.s.hub.unwatch(q) {
+		q.claimed = false
+		_, _ = q.s.call(opUnclaim, unclaimScript, q.keys[:], q.s.node)
+	}
+	q.returnPushed()
+}
+
+// Idle returns what other nodes pushed here for waiters that have gone.
+func (q *queue) Idle() { q.returnPushed() }
+
+// push keeps a message another node's post leased to this node for the
+// next take. The hub calls it under its connection's lock, so that a
+// concurrent Unwatch sees it.
+func (q *queue) push(d actor.Delivery) {
+	q.mu.Lock()
+	q.pushed = append(q.pushed, pushedEntry{d, time.Now(), q.wakes.Add(1)})
+	q.mu.Unlock()
+}
+
+// popPushed returns the oldest pushed message whose lease has at least
+// half its time left, unless it would overtake one put back; the others
+// go back to the queue (a lease that ran out may have been delivered
+// elsewhere already). The last one pushed
+// when the queue was left empty vouches for an empty queue, like a take:
+// every later post pushes here too or publishes a wake-up, and both
+// arrive after it (one pub/sub connection).
+func (q *queue) popPushed() (actor.Delivery, bool) {
+	for {
+		q.mu.Lock()
+		if len(q.pushed) == 0 {
+			q.mu.Unlock()
+			return actor.Delivery{}, false
+		}
+		e := q.pushed[0]
+		q.pushed[0] = pushedEntry{}
+		q.pushed = q.pushed[1:]
+		n := len(q.pushed)
+		q.mu.Unlock()
+		seq := e.d.Message.Seq
+		if time.Since(e.at) < q.s.opts.Lease/2 && (q.returned == 0 || seq <= q.returned) {
+			// Pushed after the put backs reached Redis, from the head.
+			q.returned = 0
+			q.empty = n == 0 && e.d.QueueLen == 0 && q.subscribed.Load()
+			q.emptyAt = e.wakes
+			e.d.QueueLen = max(e.d.QueueLen, n)
+			return e.d, true
+		}
+		_ = q.putBack(seq)
+	}
+}
+
+// returnPushed puts every pushed message back, the newest first, so that
+// they keep their order at the head.
+func (q *queue) returnPushed() {
+	q.mu.Lock()
+	back := q.pushed
+	q.pushed = nil
+	q.mu.Unlock()
+	for i := len(back) - 1; i >= 0; i-- {
+		_ = q.putBack(back[i].d.Message.Seq)
+	}
+}
 
 // Sweep, Evict, Drain and Held: this node holds no queued message (TTL
 // and idle expiry happen in Redis; memory is bounded by its maxmemory).

@@ -16,6 +16,7 @@ var (
 	takeScript    = load("take")
 	putBackScript = load("putback")
 	ackScript     = load("ack")
+	unclaimScript = load("unclaim")
 )
 
 // load builds a script from lua/common.lua and lua/<name>.lua: one chunk,

@@ -14,12 +14,14 @@ package redisstore
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -51,6 +53,12 @@ type Options struct {
 	Recheck time.Duration
 }
 
+// claimTTL bounds how long a take that found a mailbox empty names this
+// node as the one to push its next message to, should the node never
+// say it stopped waiting there (it died): posts meanwhile find nobody
+// on its channel and forget it themselves.
+const claimTTL = 2 * time.Minute
+
 // poolSize bounds a node's Redis connections for store calls; pub/sub
 // adds subConns.
 const poolSize = 128
@@ -77,9 +85,16 @@ type Store struct {
 	ttlUS, leaseUS string // script arguments, formatted once
 	maxLen         string
 
-	fatal  chan error
-	cancel context.CancelFunc
-	done   chan struct{}
+	// node names this process to the others: a post on another node
+	// pushes a message for a waiter here on nodeChannels+node (hub.go).
+	node, nodeChannels string
+	claimMS            string // how long a take's claim lasts (lua/take.lua)
+
+	fatal     chan error
+	cancel    context.CancelFunc
+	done      chan struct{}
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // New returns a node's store and starts its keeper, which connects in the
@@ -107,9 +122,12 @@ func New(opts Options) (*Store, error) {
 		ttlUS:   fmt.Sprint(opts.TTL.Microseconds()),
 		leaseUS: fmt.Sprint(opts.Lease.Microseconds()),
 		maxLen:  fmt.Sprint(opts.MaxQueueLength),
+		node:    rand.Text(),
+		claimMS: fmt.Sprint(claimTTL.Milliseconds()),
 		fatal:   make(chan error, 1),
 		done:    make(chan struct{}),
 	}
+	s.nodeChannels = opts.KeyPrefix + "node:"
 	empty := ""
 	s.epoch.Store(&empty)
 	s.m = newStoreMetrics(opts.Metrics)
@@ -156,13 +174,17 @@ func (s *Store) Available() bool { return s.up.Load() }
 // answered.
 func (s *Store) Epoch() string { return *s.epoch.Load() }
 
-// Close stops the keeper and the wake-ups and closes the connections.
+// Close stops the keeper and the wake-ups and closes the connections;
+// it may be called more than once.
 func (s *Store) Close() error {
-	s.cancel()
-	<-s.done
-	s.hub.close()
-	s.acks.close()
-	return s.rdb.Close()
+	s.closeOnce.Do(func() {
+		s.cancel()
+		<-s.done
+		s.hub.close()
+		s.acks.close()
+		s.closeErr = s.rdb.Close()
+	})
+	return s.closeErr
 }
 
 // Queue is the queue of id's mailbox, for its actor on this node; it

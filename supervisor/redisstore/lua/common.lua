@@ -2,7 +2,8 @@
 -- list of entries "<sequence>,<arrival µs>,<body>", oldest first),
 -- KEYS[2] the sequence counter, KEYS[3] the leases (a sorted set of
 -- sequences scored by their deadline in µs), KEYS[4] the leased entries
--- (a hash by sequence). Times are Redis' own clock.
+-- (a hash by sequence), KEYS[5] the node whose waiters wait here (its id,
+-- set by a take that found the queue empty). Times are Redis' own clock.
 local function clock()
 	local t = redis.call('TIME')
 	return tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -46,6 +47,16 @@ local function dropExpired(now, ttl)
 	end
 end
 
+-- leaseEntry records e, taken from the head, as leased for leaseUS.
+local function leaseEntry(e, now, leaseUS)
+	local seq = string.match(e, '^(%d+),')
+	redis.call('ZADD', KEYS[3], now + leaseUS, seq)
+	redis.call('HSET', KEYS[4], seq, e)
+	local keep = math.floor(leaseUS / 1000) * 2 + 1000
+	redis.call('PEXPIRE', KEYS[3], keep)
+	redis.call('PEXPIRE', KEYS[4], keep)
+end
+
 -- lease takes the head for leaseUS and returns it with the queue's length
 -- after it; false when the queue is empty.
 local function lease(now, leaseUS)
@@ -53,11 +64,6 @@ local function lease(now, leaseUS)
 	if not e then
 		return false, 0
 	end
-	local seq = string.match(e, '^(%d+),')
-	redis.call('ZADD', KEYS[3], now + leaseUS, seq)
-	redis.call('HSET', KEYS[4], seq, e)
-	local keep = math.floor(leaseUS / 1000) * 2 + 1000
-	redis.call('PEXPIRE', KEYS[3], keep)
-	redis.call('PEXPIRE', KEYS[4], keep)
+	leaseEntry(e, now, leaseUS)
 	return e, redis.call('LLEN', KEYS[1])
 end
