@@ -3,7 +3,10 @@
 # three nodes on Redis, a fresh redis-server and fresh nodes per round, the
 # configurations alternating; prints the medians of CPU per delivered
 # message (nodes plus Redis), p99 delivery latency and throughput, and
-# their ratios (docs/performance.md, "The Redis store").
+# their ratios (docs/performance.md, "The Redis store"). Three nodes run
+# twice: with Go's default GOMAXPROCS (each node schedules on both cores,
+# six Ps on two cores) and with GOMAXPROCS=1 (each node sized to its share
+# of the machine, as on machines of its own or under a CPU quota).
 #
 #   bash cmd/zrc-baseline/stores.sh [ROUNDS] [MAILBOXES] [RATE] [DURATION]
 #
@@ -14,8 +17,8 @@ ROUNDS=${1:-5}; M=${2:-1000}; RATE=${3:-2000}; DUR=${4:-8s}
 source "$(dirname "$0")/redis-lib.sh"
 wait_http() { for _ in $(seq 100); do curl -sf -o /dev/null "$1/health" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
 for r in $(seq 1 "$ROUNDS"); do
-	order="memory redis1 redis3"
-	case $((r % 3)) in 1) order="redis1 redis3 memory" ;; 2) order="redis3 memory redis1" ;; esac
+	order="memory redis1 redis3 redis3p1"
+	case $((r % 4)) in 1) order="redis1 redis3 redis3p1 memory" ;; 2) order="redis3 redis3p1 memory redis1" ;; 3) order="redis3p1 memory redis1 redis3" ;; esac
 	for which in $order; do
 		run_pids=(); urls=()
 		store=""
@@ -26,10 +29,11 @@ for r in $(seq 1 "$ROUNDS"); do
 			for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.05; done
 			store="--store redis --redis-url redis://127.0.0.1:$rport/0"
 		fi
-		n=1; [ "$which" = redis3 ] && n=3
+		n=1; procs=()
+		case $which in redis3) n=3 ;; redis3p1) n=3; procs=(GOMAXPROCS=1) ;; esac
 		for _ in $(seq "$n"); do
 			port=$(free_port)
-			env -u GOGC -u GOMEMLIMIT "$bin/zrc" $FLAGS $store --listen-port "$port" >/dev/null 2>&1 &
+			env -u GOGC -u GOMEMLIMIT -u GOMAXPROCS "${procs[@]}" "$bin/zrc" $FLAGS $store --listen-port "$port" >/dev/null 2>&1 &
 			run_pids+=("$!"); pids+=("$!")
 			urls+=("http://127.0.0.1:$port")
 			wait_http "http://127.0.0.1:$port"
@@ -44,7 +48,7 @@ done
 python3 - "$bin" "$ROUNDS" <<'PY'
 import json, statistics, sys
 d, n = sys.argv[1], int(sys.argv[2])
-runs = {w: [json.load(open(f"{d}/{w}-{r}.json")) for r in range(1, n + 1)] for w in ("memory", "redis1", "redis3")}
+runs = {w: [json.load(open(f"{d}/{w}-{r}.json")) for r in range(1, n + 1)] for w in ("memory", "redis1", "redis3", "redis3p1")}
 def med(w, f): return statistics.median(f(j) for j in runs[w])
 cpu = lambda j: j["server"]["cpu_us_per_delivered"]
 for w in runs:
@@ -56,6 +60,7 @@ def ratio(a, b, f):
     return f"{statistics.median(v):.2f}x  (rounds: {', '.join(f'{x:.2f}' for x in v)})"
 print("CPU per delivered message, one Redis node (with Redis) / memory store:", ratio("redis1", "memory", cpu))
 print("CPU per delivered message, three Redis nodes (with Redis) / one:     ", ratio("redis3", "redis1", cpu))
+print("  the same, each of the three nodes at GOMAXPROCS=1:                ", ratio("redis3p1", "redis1", cpu))
 print("p99 delivery latency, one Redis node / memory store:                  ", ratio("redis1", "memory", lambda j: j["latency_ms"]["p99"]))
 print("p99 delivery latency, three Redis nodes / one:                        ", ratio("redis3", "redis1", lambda j: j["latency_ms"]["p99"]))
 PY

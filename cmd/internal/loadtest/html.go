@@ -28,7 +28,7 @@ func (rep *Report) WriteHTML(w io.Writer) error {
 		verdict = "FAILED"
 	}
 	var b strings.Builder
-	writePage(&b, page{
+	p := page{
 		Title:      "zrc-rendezvous loadtest " + rep.Started.Format(time.RFC3339),
 		R:          rep,
 		Verdict:    verdict,
@@ -36,7 +36,9 @@ func (rep *Report) WriteHTML(w io.Writer) error {
 		Latency:    latencyChart(rep),
 		Throughput: throughputChart(rep),
 		Text:       text.String(),
-	})
+	}
+	p.State, p.Memory, p.CPU = serverCharts(rep)
+	writePage(&b, p)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -50,7 +52,9 @@ type page struct {
 	Statuses   []kv
 	Latency    chart
 	Throughput chart
-	Text       string
+	// The server's side over the run, on the throughput chart's time axis.
+	State, Memory, CPU chart
+	Text               string
 }
 
 // chart is one SVG, its geometry computed here so the template only
@@ -149,36 +153,50 @@ func latencyChart(rep *Report) chart {
 	return c
 }
 
-// throughputChart draws sent, delivered and errors per second over the
-// run, with the measured window shaded.
-func throughputChart(rep *Report) chart {
+// timeSeries is one line of a chart over the run: values at seconds
+// since the start.
+type timeSeries struct {
+	name, class string
+	t, v        []float64
+}
+
+// timeSpan is the x axis every chart over the run shares: the whole run,
+// from the timeline and the server's samples.
+func timeSpan(rep *Report) float64 {
+	span := float64(max(len(rep.Timeline), 2))
+	if n := len(rep.ServerTimeline); n > 0 {
+		span = max(span, math.Ceil(rep.ServerTimeline[n-1].T))
+	}
+	return span
+}
+
+// timeChart draws series over the run on the shared time axis, with the
+// measured window shaded; empty says why when no series has a point.
+func timeChart(rep *Report, yLabel, empty string, series []timeSeries) chart {
 	c := chart{W: chartW, H: chartH, Left: padL, Top: padT, Right: chartW - padR, Bottom: chartH - padB,
-		XLabel: "seconds since start", YLabel: "per second"}
-	tl := rep.Timeline
-	if len(tl) == 0 {
-		c.Empty = "no timeline"
+		XLabel: "seconds since start", YLabel: yLabel}
+	top, points := 0.0, 0
+	for _, s := range series {
+		for _, v := range s.v {
+			top = max(top, v)
+		}
+		points += len(s.v)
+	}
+	if points == 0 {
+		c.Empty = empty
 		return c
 	}
-	var top int64 = 1
-	for _, s := range tl {
-		top = max(top, s.Sent, s.Delivered, s.Errors)
-	}
-	span := float64(max(len(tl), 2))
+	top = max(top, 1)
+	span := timeSpan(rep)
 	x := func(t float64) float64 { return padL + t/span*plotW }
-	y := func(v int64) float64 { return padT + plotH - float64(v)/float64(top)*plotH }
-	series := []struct {
-		name, class string
-		get         func(Second) int64
-	}{
-		{"sent", "sent", func(s Second) int64 { return s.Sent }},
-		{"delivered", "delivered", func(s Second) int64 { return s.Delivered }},
-		{"errors", "errors", func(s Second) int64 { return s.Errors }},
-	}
+	y := func(v float64) float64 { return padT + plotH - v/top*plotH }
 	for _, s := range series {
+		if len(s.v) == 0 {
+			continue
+		}
 		var pts strings.Builder
-		for _, p := range tl {
-			// Each second's count is drawn at the middle of its second.
-			fmt.Fprintf(&pts, "%.1f,%.1f ", x(float64(p.T)+0.5), y(s.get(p)))
+		for i, v := range s.v {
+			fmt.Fprintf(&pts, "%.1f,%.1f ", x(s.t[i]), y(v))
 		}
 		c.Lines = append(c.Lines, line{Points: strings.TrimSpace(pts.String()), Class: s.class, Name: s.name})
 	}
@@ -189,10 +207,52 @@ func throughputChart(rep *Report) chart {
 	for _, v := range niceTicks(span) {
 		c.XTicks = append(c.XTicks, tick{X: x(v), Y: padT + plotH, Label: fmt.Sprintf("%.0f", v)})
 	}
-	for _, v := range niceTicks(float64(top)) {
-		c.YTicks = append(c.YTicks, tick{X: padL, Y: padT + plotH - v/float64(top)*plotH, Label: fmtCount(v)})
+	for _, v := range niceTicks(top) {
+		c.YTicks = append(c.YTicks, tick{X: padL, Y: y(v), Label: fmtCount(v)})
 	}
 	return c
+}
+
+// throughputChart draws sent, delivered and errors per second over the
+// run; each second's count at the middle of its second.
+func throughputChart(rep *Report) chart {
+	series := []timeSeries{{name: "sent", class: "sent"}, {name: "delivered", class: "delivered"}, {name: "errors", class: "errors"}}
+	for _, p := range rep.Timeline {
+		for i, v := range []int64{p.Sent, p.Delivered, p.Errors} {
+			series[i].t = append(series[i].t, float64(p.T)+0.5)
+			series[i].v = append(series[i].v, float64(v))
+		}
+	}
+	return timeChart(rep, "per second", "no timeline", series)
+}
+
+// serverCharts draw the server's side over the run: its actors, waiting
+// long-polls and queued messages; its resident memory; its CPU.
+func serverCharts(rep *Report) (state, memory, cpu chart) {
+	state3 := []timeSeries{{name: "actors", class: "actors"}, {name: "waiting long-polls", class: "waiting"},
+		{name: "queued messages", class: "queued"}}
+	rss := []timeSeries{{name: "resident memory, MiB", class: "rss"}}
+	busy := []timeSeries{{name: "CPU, % of one core", class: "cpu"}}
+	add := func(s *timeSeries, t float64, v *int64) {
+		if v != nil {
+			s.t, s.v = append(s.t, t), append(s.v, float64(*v))
+		}
+	}
+	for _, p := range rep.ServerTimeline {
+		add(&state3[0], p.T, p.Actors)
+		add(&state3[1], p.T, p.WaitingLongPolls)
+		add(&state3[2], p.T, p.QueuedMessages)
+		if p.RSSBytes != nil {
+			rss[0].t, rss[0].v = append(rss[0].t, p.T), append(rss[0].v, float64(*p.RSSBytes)/(1<<20))
+		}
+		if p.CPUPercent != nil {
+			busy[0].t, busy[0].v = append(busy[0].t, p.T), append(busy[0].v, *p.CPUPercent)
+		}
+	}
+	none := "the server's metrics were not read during the run"
+	return timeChart(rep, "count", none, state3),
+		timeChart(rep, "MiB", none+" (nor /proc: --server-pid)", rss),
+		timeChart(rep, "% of one core", none+" (nor /proc: --server-pid)", busy)
 }
 
 // niceTicks returns about five round values from 0 to top.
@@ -294,6 +354,8 @@ svg text { font: 11px system-ui, sans-serif; fill: #444; }
 polyline { fill: none; stroke-width: 1.5; }
 .sent { stroke: #4a78c2; } .delivered { stroke: #2e9d4e; } .errors { stroke: #b00020; }
 .key-sent { color: #4a78c2; } .key-delivered { color: #2e9d4e; } .key-errors { color: #b00020; }
+.actors { stroke: #7b4ab0; } .waiting { stroke: #d08a1c; } .queued { stroke: #2b8c8c; } .rss { stroke: #555; } .cpu { stroke: #c2474a; }
+.key-actors { color: #7b4ab0; } .key-waiting { color: #d08a1c; } .key-queued { color: #2b8c8c; }
 pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
 </style>
 </head>
@@ -322,6 +384,14 @@ pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
 	writeChart(b, p.Throughput)
 	b.WriteString(`<p><span class="key-sent">■</span> sent <span class="key-delivered">■</span> delivered ` +
 		`<span class="key-errors">■</span> errors per second; the shaded band is the measured window.</p>` + "\n")
+	b.WriteString("<h2>Server over the run</h2>\n")
+	writeChart(b, p.State)
+	b.WriteString(`<p><span class="key-actors">■</span> actors <span class="key-waiting">■</span> waiting long-polls ` +
+		`<span class="key-queued">■</span> queued messages, summed over the nodes, read from /metrics every sample.</p>` + "\n")
+	writeChart(b, p.Memory)
+	writeChart(b, p.CPU)
+	b.WriteString("<p>Resident memory and CPU of the server's processes (from /proc with --server-pid, else from /metrics), " +
+		"on the same time axis as the throughput above.</p>\n")
 
 	l := r.Latency
 	b.WriteString("<h2>Latency, post → delivered</h2>\n<table>\n")

@@ -73,6 +73,10 @@ type Config struct {
 	// nil: none.
 	Progress      io.Writer
 	ProgressEvery time.Duration
+	// SampleEvery is how often the server's side (actors, waiting
+	// long-polls, queued messages, memory, CPU) is read during the run
+	// for the report's server timeline and the progress line; 1 s if 0.
+	SampleEvery time.Duration
 	// Connect bounds the wait for every long-poll to be parked on the
 	// server before posting starts (when the server's metrics tell);
 	// 0: 10 s plus 1 s per 1,000 long-polls.
@@ -169,6 +173,7 @@ type run struct {
 	statuses map[string]int64 // the rarer answers; the common three are counted above
 
 	timeline []second
+	server   *sampler
 }
 
 // second is one second of the run's timeline.
@@ -194,6 +199,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if cfg.ProgressEvery <= 0 {
 		cfg.ProgressEvery = time.Second
+	}
+	if cfg.SampleEvery <= 0 {
+		cfg.SampleEvery = time.Second
 	}
 	polls := cfg.Mailboxes * cfg.Pollers
 	if cfg.Connect <= 0 {
@@ -231,6 +239,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	before := r.readMetrics(ctx)
 	r.start = time.Now()
 	rep.Started = r.start
+	if len(metricsURLs) > 0 || len(cfg.ServerPIDs) > 0 {
+		r.server = r.startSampler(ctx)
+	}
 	stopProgress := r.startProgress()
 
 	// Connect: open the long-polls in batches, so that thousands of SYNs
@@ -282,6 +293,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	stopPolls()
 	polling.Wait()
 	stopProgress()
+	if r.server != nil {
+		rep.ServerTimeline = r.server.finish()
+	}
 	after := r.readMetrics(context.WithoutCancel(ctx))
 
 	rep.Interrupted = ctx.Err() != nil

@@ -74,11 +74,12 @@ func TestRunDeliversEverything(t *testing.T) {
 		cfg.SourceAddrs = []string{"127.0.0.1", "127.0.0.2"} // all of 127/8 is loopback on Linux
 	}
 	var progress bytes.Buffer
-	cfg.Progress, cfg.ProgressEvery = &progress, 100*time.Millisecond
+	cfg.Progress, cfg.ProgressEvery, cfg.SampleEvery = &progress, 100*time.Millisecond, 100*time.Millisecond
 	rep, err := Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkServerTimeline(t, rep, cfg.Mailboxes, cfg.Mailboxes*cfg.Pollers)
 	v := rep.Verification
 	if !v.OK() || !v.Drained || v.Accepted == 0 || v.Delivered != v.Accepted || v.DeliveredUnconfirmed != 0 {
 		t.Fatalf("verification %+v; want every accepted message delivered once, intact", v)
@@ -113,7 +114,8 @@ func TestRunDeliversEverything(t *testing.T) {
 	if len(rep.Timeline) < 1 || rep.Phases.Measure < 0.9 {
 		t.Fatalf("timeline of %d seconds, phases %+v", len(rep.Timeline), rep.Phases)
 	}
-	if !strings.Contains(progress.String(), "delivered") || !strings.HasSuffix(progress.String(), "\r\033[K") {
+	if !strings.Contains(progress.String(), "delivered") || !strings.Contains(progress.String(), "actors 4  queued ") ||
+		!strings.HasSuffix(progress.String(), "\r\033[K") {
 		t.Fatalf("progress output %q; want lines, cleared at the end", progress.String())
 	}
 
@@ -133,7 +135,7 @@ func TestRunDeliversEverything(t *testing.T) {
 	if err := json.Unmarshal(js.Bytes(), &back); err != nil {
 		t.Fatalf("JSON report: %v", err)
 	}
-	for _, key := range []string{"throughput", "latency_ms", "statuses", "verification", "server", "timeline"} {
+	for _, key := range []string{"throughput", "latency_ms", "statuses", "verification", "server", "timeline", "server_timeline"} {
 		if _, ok := back[key]; !ok {
 			t.Fatalf("JSON report lacks %q", key)
 		}
@@ -144,7 +146,50 @@ func TestRunDeliversEverything(t *testing.T) {
 	checkHTML(t, page.Bytes())
 }
 
-// checkHTML parses the page as strict XML and checks its structure: two
+// checkServerTimeline checks the server's side sampled during a run:
+// actors rise to the number of mailboxes, waiting long-polls reach the
+// number of pollers and never exceed it, the samples cover the run in
+// order, and memory and CPU were read.
+func checkServerTimeline(t *testing.T, rep *Report, mailboxes, polls int) {
+	t.Helper()
+	tl := rep.ServerTimeline
+	if len(tl) < 10 {
+		t.Fatalf("%d server samples; want one every 100 ms of a run of %.1f s", len(tl), rep.Phases.WarmUp+rep.Phases.Measure)
+	}
+	var maxActors, maxWaiting int64
+	cpu := 0
+	for i, p := range tl {
+		if p.Actors == nil || p.WaitingLongPolls == nil || p.QueuedMessages == nil {
+			t.Fatalf("sample %d %+v lacks a metric", i, p)
+		}
+		if i > 0 && p.T <= tl[i-1].T {
+			t.Fatalf("sample %d at %.2f s after one at %.2f s", i, p.T, tl[i-1].T)
+		}
+		if *p.Actors > int64(mailboxes) || *p.WaitingLongPolls > int64(polls) || *p.QueuedMessages < 0 {
+			t.Fatalf("sample %d: %d actors, %d waiting, %d queued; want at most %d actors and %d waiting",
+				i, *p.Actors, *p.WaitingLongPolls, *p.QueuedMessages, mailboxes, polls)
+		}
+		maxActors, maxWaiting = max(maxActors, *p.Actors), max(maxWaiting, *p.WaitingLongPolls)
+		if p.CPUPercent != nil {
+			if *p.CPUPercent < 0 || *p.CPUPercent > 100*float64(runtime.NumCPU())+50 {
+				t.Fatalf("sample %d: CPU %.0f %%", i, *p.CPUPercent)
+			}
+			cpu++
+		}
+	}
+	if maxActors != int64(mailboxes) || maxWaiting != int64(polls) {
+		t.Fatalf("actors rose to %d, waiting long-polls to %d; want %d and %d", maxActors, maxWaiting, mailboxes, polls)
+	}
+	// One sample every 100 ms until the run ends.
+	if last, end := tl[len(tl)-1].T, rep.Phases.Connect+rep.Phases.WarmUp+rep.Phases.Measure+rep.Phases.Drain; last < end-0.15 {
+		t.Fatalf("the last sample at %.2f s; the run ended at %.2f s", last, end)
+	}
+	if runtime.GOOS == "linux" && (tl[0].RSSBytes == nil || *tl[0].RSSBytes <= 0 || cpu != len(tl)-1) {
+		t.Fatalf("resident memory %v, CPU in %d of %d samples; want both read", tl[0].RSSBytes, cpu, len(tl))
+	}
+}
+
+// checkHTML parses the page as strict XML and checks its structure: the
 // inline SVG charts with their bars and lines, and nothing fetched from
 // elsewhere.
 func checkHTML(t *testing.T, page []byte) {
@@ -177,7 +222,7 @@ func checkHTML(t *testing.T, page []byte) {
 	if len(stack) != 0 {
 		t.Fatalf("unclosed elements %v", stack)
 	}
-	for el, want := range map[string]int{"html": 1, "svg": 2, "polyline": 3, "table": 5} {
+	for el, want := range map[string]int{"html": 1, "svg": 5, "polyline": 8, "table": 5} {
 		if count[el] < want {
 			t.Fatalf("%d <%s>; want at least %d (counts %v)", count[el], el, want, count)
 		}

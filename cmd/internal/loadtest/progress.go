@@ -31,15 +31,28 @@ func (r *run) startProgress() (stop func()) {
 				sent, del, errs := r.sent.Load(), r.all.n.Load(), r.failures.Load()
 				secs := now.Sub(last).Seconds()
 				p := r.phase.Load()
-				fmt.Fprintf(w, "\r\033[K%-7s %5.0fs  sent %7.0f/s  delivered %7.0f/s  p99 %8s  errors %d  outstanding %d",
+				fmt.Fprintf(w, "\r\033[K%-7s %5.0fs  sent %7.0f/s  delivered %7.0f/s  p99 %8s  errors %d  outstanding %d%s",
 					phaseNames[p], time.Since(r.start).Seconds(),
 					float64(sent-prevSent)/secs, float64(del-prevDel)/secs,
-					fmtDuration(cur.Sub(prev).Quantile(0.99)), errs-prevErr, r.tr.outstanding.Load())
+					fmtDuration(cur.Sub(prev).Quantile(0.99)), errs-prevErr, r.tr.outstanding.Load(), r.serverProgress())
 				prev, prevSent, prevDel, prevErr, last = cur, sent, del, errs, now
 			}
 		}
 	}()
 	return func() { close(done); <-finished }
+}
+
+// serverProgress is the progress line's server part: the latest sample's
+// actors and queued messages.
+func (r *run) serverProgress() string {
+	if r.server == nil {
+		return ""
+	}
+	p, ok := r.server.latest()
+	if !ok {
+		return ""
+	}
+	return "  actors " + intText(p.Actors) + "  queued " + intText(p.QueuedMessages)
 }
 
 // fmtDuration prints a latency with three significant digits.

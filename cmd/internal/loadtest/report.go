@@ -29,6 +29,9 @@ type Report struct {
 	Client       ClientSide       `json:"client"`
 	Notes        []string         `json:"notes,omitempty"`
 	Timeline     []Second         `json:"timeline"`
+	// ServerTimeline samples the server's side during the run (absent
+	// when neither its /metrics nor its pids were given).
+	ServerTimeline []ServerPoint `json:"server_timeline,omitempty"`
 
 	hist *Counts // the measured latencies, for the HTML histogram
 }
