@@ -83,6 +83,7 @@ type Config struct {
 	RedisLeaseMS           int    `koanf:"redis_lease_ms"`
 	RedisRequireNoEviction bool   `koanf:"redis_require_noeviction"`
 	RedisWaitReplicas      int    `koanf:"redis_wait_replicas"`
+	RedisSharedRateLimits  bool   `koanf:"redis_shared_rate_limits"`
 
 	RuntimeMemoryLimitMB int `koanf:"runtime_memory_limit_mb"`
 
@@ -260,6 +261,7 @@ var fields = []field{
 	{key: "redis_lease_ms", kind: kindInt, def: 15000, min: 1000, max: 3600000, help: "how long a message taken by a node stays invisible before it comes back, in ms"},
 	{key: "redis_require_noeviction", kind: kindBool, def: true, help: "refuse to start unless Redis' maxmemory-policy is noeviction"},
 	{key: "redis_wait_replicas", kind: kindInt, def: 0, min: 0, max: 16, help: "replicas that must hold a post before its 202 (WAIT)"},
+	{key: "redis_shared_rate_limits", kind: kindBool, def: true, help: "keep the per-source rate limits in Redis, one budget across all nodes"},
 	{key: "runtime_memory_limit_mb", kind: kindInt, def: 0, min: 0, max: maxMiB, help: "Go soft memory limit in MiB; 0 = automatic"},
 	{key: "log_level", kind: kindString, def: "info", reload: Live, oneOf: []string{"debug", "info", "warn", "error"}, help: "log level"},
 	{key: "log_format", kind: kindString, def: "json", oneOf: []string{"json", "console"}, help: "log format"},

@@ -51,6 +51,7 @@ func TestDefaultsMatchSpec(t *testing.T) {
 		"redis_lease_ms":               15000,
 		"redis_require_noeviction":     true,
 		"redis_wait_replicas":          0,
+		"redis_shared_rate_limits":     true,
 		"runtime_memory_limit_mb":      0,
 		"log_level":                    "info",
 		"log_format":                   "json",

@@ -111,6 +111,7 @@ func TestEveryKeyEveryLayer(t *testing.T) {
 		"redis_lease_ms":               {`5000`, "5000", 5000},
 		"redis_require_noeviction":     {`false`, "false", false},
 		"redis_wait_replicas":          {`1`, "1", 1},
+		"redis_shared_rate_limits":     {`false`, "false", false},
 		"runtime_memory_limit_mb":      {`256`, "256", 256},
 		"log_level":                    {`"warn"`, "warn", "warn"},
 		"log_format":                   {`"console"`, "console", "console"},

@@ -48,12 +48,15 @@ func guardOptions(c conf.Config, log *zap.Logger) (guard.Options, error) {
 	return o, nil
 }
 
-// newGuard builds the abuse controls for the start-up configuration.
-func newGuard(c conf.Config, log *zap.Logger) (*guard.Guard, error) {
+// newGuard builds the abuse controls for the start-up configuration;
+// shared, if set, holds the rate-limit buckets every node sees, and
+// fallbacks counts the requests decided without it.
+func newGuard(c conf.Config, log *zap.Logger, shared guard.SharedBuckets, fallbacks func()) (*guard.Guard, error) {
 	o, err := guardOptions(c, log)
 	if err != nil {
 		return nil, err
 	}
+	o.Shared, o.OnSharedFallback = shared, fallbacks
 	return guard.New(o)
 }
 

@@ -75,7 +75,7 @@ func TestGuardHookAllOrNothing(t *testing.T) {
 	base.AuthMode, base.MailboxTokensFile = "per_mailbox", tokens
 	core, logs := observer.New(zap.DebugLevel)
 	log := zap.New(core)
-	g, err := newGuard(base, log)
+	g, err := newGuard(base, log, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,7 +65,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case res.CheckConfig:
 		// The token file and the TLS pair are read here by the functions
 		// the start reads them with, so a config that passes also starts.
-		if _, err := newGuard(res.Config, zap.NewNop()); err != nil {
+		if _, err := newGuard(res.Config, zap.NewNop(), nil, nil); err != nil {
 			return exitError{code: 2, err: err}
 		}
 		if _, err := setupTLS(res.Config, zap.NewNop(), nil); err != nil {
@@ -216,11 +216,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	var gd *guard.Guard
 	if err := lc.start("abuse controls", func() (func(), []zap.Field, error) {
+		// With the Redis store a source's buckets are one budget across
+		// every node; while Redis does not answer, this node's decide.
+		var shared guard.SharedBuckets
+		var fallbacks func()
+		if store != nil && cfg.RedisSharedRateLimits {
+			shared, fallbacks = store, set.NewCounter("zrc_rendezvous_rate_limit_fallbacks_total").Inc
+		}
 		var err error
-		if gd, err = newGuard(cfg, log.Named("guard")); err != nil {
+		if gd, err = newGuard(cfg, log.Named("guard"), shared, fallbacks); err != nil {
 			return nil, nil, exitError{code: 2, err: err}
 		}
-		return nil, []zap.Field{zap.String("auth_mode", cfg.AuthMode)}, nil
+		return nil, []zap.Field{zap.String("auth_mode", cfg.AuthMode), zap.Bool("shared_rate_limits", shared != nil)}, nil
 	}); err != nil {
 		return err
 	}

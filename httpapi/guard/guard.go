@@ -112,6 +112,11 @@ type Options struct {
 	// NoncesPerSource caps one source's share of the signature replay
 	// cache; 0: defaultReplayPerSource. Tests set a small one.
 	NoncesPerSource int
+	// Shared, if set, holds the token buckets every node sees (shared.go);
+	// OnSharedFallback is called for each request the local bucket decided
+	// because it did not answer. Read by New; a reload keeps them.
+	Shared           SharedBuckets
+	OnSharedFallback func()
 }
 
 // state is one version of the reloadable options, prepared in full before
@@ -147,6 +152,10 @@ type Guard struct {
 	// capWarned is when the last "at rate_limit_max_sources" warning was
 	// logged (unix ns); one a minute at most.
 	capWarned atomic.Int64
+
+	sharedBuckets  SharedBuckets // nil: this node's buckets alone
+	onFallback     func()
+	fallbackWarned atomic.Int64 // unix ns of the last fallback warning
 }
 
 // New checks o and returns a Guard.
@@ -155,7 +164,8 @@ func New(o Options) (*Guard, error) {
 	if perSource <= 0 {
 		perSource = defaultReplayPerSource
 	}
-	g := &Guard{now: o.Now, log: o.Logger, replay: newReplayCache(maxReplayEntries, perSource)}
+	g := &Guard{now: o.Now, log: o.Logger, replay: newReplayCache(maxReplayEntries, perSource),
+		sharedBuckets: o.Shared, onFallback: o.OnSharedFallback}
 	if g.now == nil {
 		g.now = time.Now
 	}
@@ -337,6 +347,9 @@ func (g *Guard) Admit(w http.ResponseWriter, r *http.Request, k Kind) (Ticket, e
 		return t, &LimitError{Kind: k, retry: retry, body: st.sourcesBody}
 	}
 	t.b = b
+	if g.sharedBuckets != nil {
+		ok, tokens = g.shared(st, b, t.src, k, now, ok, tokens)
+	}
 	perSecond := float64(st.limit[k])
 	t.quota = Quota{
 		limit:     st.limitHV[k],

@@ -55,6 +55,11 @@ type bucket struct {
 	gen uint64 // the state generation whose numbers lim carries
 	// last is when the source last made a request (unix ns).
 	last int64
+	// reserved are tokens of the shared bucket of each kind this node
+	// reserved and has not spent; sharedTokens what the shared bucket held
+	// after the reservation (shared.go). Guarded by the shard's mu.
+	reserved     [NumKinds]int32
+	sharedTokens [NumKinds]float64
 	// waiting counts the source's long-polls that have not been answered
 	// yet. Ticket.Wait raises it right after take stamped last, and a
 	// sweep drops only buckets idle for a whole window with nothing
@@ -73,7 +78,7 @@ func (b *bucket) idleLocked(now int64, window time.Duration) bool {
 // and the tokens left afterwards (or, when refused, the tokens there were).
 func (l *limiter) take(st *state, key sourceKey, k Kind, now time.Time) (b *bucket, ok bool, tokens float64) {
 	ns := now.UnixNano()
-	sh := &l.shards[key.shard()]
+	sh := l.shard(key)
 	sh.mu.Lock()
 	if ns >= sh.nextSweep {
 		l.sweepLocked(sh, ns, st.window)
@@ -108,6 +113,9 @@ func (l *limiter) take(st *state, key sourceKey, k Kind, now time.Time) (b *buck
 	sh.mu.Unlock()
 	return b, ok, tokens
 }
+
+// shard is the part of the table that holds key.
+func (l *limiter) shard(key sourceKey) *shard { return &l.shards[key.shard()] }
 
 // addLocked tracks a new source, or returns nil when the table is at
 // maxSources even after dropping idle buckets. The caller holds sh.mu;

@@ -15,10 +15,13 @@ const (
 	opPutBack
 	opAck
 	opUnclaim
+	opRateLimit
 	numOps
 )
 
-func (o op) String() string { return [...]string{"post", "take", "put_back", "ack", "unclaim"}[o] }
+func (o op) String() string {
+	return [...]string{"post", "take", "put_back", "ack", "unclaim", "rate_limit"}[o]
+}
 
 // callBuckets span a local round trip (~0.1 ms) to the largest
 // redis_timeout_ms worth telling apart.

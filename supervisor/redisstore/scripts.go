@@ -17,6 +17,7 @@ var (
 	putBackScript = load("putback")
 	ackScript     = load("ack")
 	unclaimScript = load("unclaim")
+	rateScript    = load("ratelimit")
 )
 
 // load builds a script from lua/common.lua and lua/<name>.lua: one chunk,

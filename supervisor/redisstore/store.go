@@ -204,6 +204,30 @@ func (s *Store) Ack(id actor.ID, msg actor.Message) error {
 	return nil
 }
 
+// Reserve takes up to want tokens from the rate-limit bucket named key,
+// shared by every node on this Redis (httpapi/guard's SharedBuckets); it
+// fails at once while the keeper finds Redis away.
+func (s *Store) Reserve(key string, perSecond float64, burst, want int) (granted int, tokens float64, err error) {
+	if !s.up.Load() {
+		return 0, 0, actor.ErrStoreUnavailable
+	}
+	k := s.opts.KeyPrefix + "rl:{" + key + "}"
+	res, err := s.call(opRateLimit, rateScript, []string{k}, strconv.FormatFloat(1e6/perSecond, 'f', 3, 64), burst, want)
+	if err != nil {
+		return 0, 0, err
+	}
+	r, err := reply(res, 2)
+	if err != nil {
+		return 0, 0, err
+	}
+	n, _ := r[0].(int64)
+	text, _ := r[1].(string)
+	if tokens, err = strconv.ParseFloat(text, 64); err != nil {
+		return 0, 0, errReply
+	}
+	return int(n), tokens, nil
+}
+
 // key is the name of one of a mailbox's keys or its channel.
 func (s *Store) key(hexID, suffix string) string {
 	return s.opts.KeyPrefix + "{" + hexID + "}:" + suffix

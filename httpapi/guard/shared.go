@@ -1,0 +1,73 @@
+package guard
+
+import (
+	"encoding/hex"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// SharedBuckets keeps token buckets where every node sees them (the Redis
+// store), so that a source spread over several nodes gets the budget of
+// one.
+type SharedBuckets interface {
+	// Reserve takes up to want tokens, at least one, from the bucket
+	// named key, which refills perSecond tokens a second up to burst.
+	// granted is 0 when it had none; tokens is what it holds afterwards
+	// (when refused, what it holds). An error: the store did not answer.
+	Reserve(key string, perSecond float64, burst, want int) (granted int, tokens float64, err error)
+}
+
+// reserveShare is the share of a bucket a node reserves from the shared
+// store at a time and then spends locally: one call per twentieth of a
+// bucket rather than per request. Across n nodes a source may so be
+// refused by one while up to (n-1)/20 of its bucket sits reserved on the
+// others; it can never get more than its budget.
+const reserveShare = 20
+
+// fallbackLogEvery bounds the "shared rate limits unavailable" warnings.
+const fallbackLogEvery = time.Minute
+
+// shared applies the shared bucket of kind k to a request the local
+// bucket b has already counted (localOK, localTokens): the request spends
+// a token this node reserved earlier, or reserves more. When the store
+// does not answer, the local bucket decides (counted and logged).
+func (g *Guard) shared(st *state, b *bucket, src sourceKey, k Kind, now time.Time, localOK bool, localTokens float64) (bool, float64) {
+	sh := g.lim.shard(src)
+	sh.mu.Lock()
+	if b.reserved[k] > 0 {
+		b.reserved[k]--
+		tokens := b.sharedTokens[k] + float64(b.reserved[k])
+		sh.mu.Unlock()
+		return true, tokens
+	}
+	sh.mu.Unlock()
+	want := max(1, st.burst[k]/reserveShare)
+	granted, tokens, err := g.sharedBuckets.Reserve(kindNames[k]+":"+hex.EncodeToString(src[:]), float64(st.limit[k]), st.burst[k], want)
+	if err != nil {
+		g.sharedFailed(now, err)
+		return localOK, localTokens
+	}
+	if granted == 0 {
+		return false, tokens
+	}
+	sh.mu.Lock()
+	b.reserved[k] += int32(granted - 1)
+	b.sharedTokens[k] = tokens
+	tokens += float64(b.reserved[k])
+	sh.mu.Unlock()
+	return true, tokens
+}
+
+// sharedFailed counts a request the local bucket decided because the
+// shared store did not answer, and warns at most once a minute.
+func (g *Guard) sharedFailed(now time.Time, err error) {
+	if g.onFallback != nil {
+		g.onFallback()
+	}
+	last := g.fallbackWarned.Load()
+	if now.UnixNano()-last < int64(fallbackLogEvery) || !g.fallbackWarned.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	g.log.Warn("shared rate limits unavailable; this node's own buckets decide until the store answers", zap.Error(err))
+}
