@@ -136,7 +136,7 @@ func TestPackagingSystemdUnit(t *testing.T) {
 	path := filepath.Join(packagingDir, "zrc-rendezvous.service")
 	d := unitDirectives(t, path)
 	want := map[string]string{
-		"ExecStart":               "/usr/local/bin/zrc-rendezvous --config /etc/zrc-rendezvous/config.toml",
+		"ExecStart":               "/usr/bin/zrc-rendezvous --config /etc/zrc-rendezvous/config.toml",
 		"ExecReload":              "/bin/kill -HUP $MAINPID",
 		"DynamicUser":             "yes",
 		"NoNewPrivileges":         "yes",
