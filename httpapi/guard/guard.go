@@ -348,7 +348,7 @@ func (g *Guard) Admit(w http.ResponseWriter, r *http.Request, k Kind) (Ticket, e
 	}
 	t.b = b
 	if g.sharedBuckets != nil {
-		ok, tokens = g.shared(st, b, t.src, k, now, ok, tokens)
+		ok, tokens = g.shared(st, b, t.src, k, ok, tokens)
 	}
 	perSecond := float64(st.limit[k])
 	t.quota = Quota{

@@ -78,7 +78,7 @@ func (b *bucket) idleLocked(now int64, window time.Duration) bool {
 // and the tokens left afterwards (or, when refused, the tokens there were).
 func (l *limiter) take(st *state, key sourceKey, k Kind, now time.Time) (b *bucket, ok bool, tokens float64) {
 	ns := now.UnixNano()
-	sh := l.shard(key)
+	sh := &l.shards[key.shard()]
 	sh.mu.Lock()
 	if ns >= sh.nextSweep {
 		l.sweepLocked(sh, ns, st.window)

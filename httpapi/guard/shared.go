@@ -34,7 +34,10 @@ const fallbackLogEvery = time.Minute
 // bucket b has already counted (localOK, localTokens): the request spends
 // a token this node reserved earlier, or reserves more. When the store
 // does not answer, the local bucket decides (counted and logged).
-func (g *Guard) shared(st *state, b *bucket, src sourceKey, k Kind, now time.Time, localOK bool, localTokens float64) (bool, float64) {
+//
+// Admit's frame bounds every handler goroutine's stack (a few bytes more
+// and 1,000 parked long-polls hold megabytes more): keep the arguments few.
+func (g *Guard) shared(st *state, b *bucket, src sourceKey, k Kind, localOK bool, localTokens float64) (bool, float64) {
 	sh := g.lim.shard(src)
 	sh.mu.Lock()
 	if b.reserved[k] > 0 {
@@ -47,7 +50,7 @@ func (g *Guard) shared(st *state, b *bucket, src sourceKey, k Kind, now time.Tim
 	want := max(1, st.burst[k]/reserveShare)
 	granted, tokens, err := g.sharedBuckets.Reserve(kindNames[k]+":"+hex.EncodeToString(src[:]), float64(st.limit[k]), st.burst[k], want)
 	if err != nil {
-		g.sharedFailed(now, err)
+		g.sharedFailed(g.now(), err)
 		return localOK, localTokens
 	}
 	if granted == 0 {

@@ -75,7 +75,8 @@ type Config struct {
 	ProgressEvery time.Duration
 	// SampleEvery is how often the server's side (actors, waiting
 	// long-polls, queued messages, memory, CPU) is read during the run
-	// for the report's server timeline and the progress line; 1 s if 0.
+	// for the report's server timeline and the progress line; 1 s if 0,
+	// never if negative (each read of /metrics is work for the server).
 	SampleEvery time.Duration
 	// Connect bounds the wait for every long-poll to be parked on the
 	// server before posting starts (when the server's metrics tell);
@@ -239,7 +240,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	before := r.readMetrics(ctx)
 	r.start = time.Now()
 	rep.Started = r.start
-	if len(metricsURLs) > 0 || len(cfg.ServerPIDs) > 0 {
+	if cfg.SampleEvery > 0 && (len(metricsURLs) > 0 || len(cfg.ServerPIDs) > 0) {
 		r.server = r.startSampler(ctx)
 	}
 	stopProgress := r.startProgress()

@@ -37,6 +37,7 @@ func loadTest(ctx context.Context, env Env, args []string) error {
 	asJSON := fs.Bool("json", false, "print the report as JSON instead of tables")
 	htmlPath := fs.String("html", "", "also write the report as a self-contained HTML page to FILE")
 	quiet := fs.Bool("quiet", false, "no progress line, even on a terminal")
+	fs.DurationVar(&cfg.SampleEvery, "sample-every", time.Second, "how often to read the server's metrics during the run for the report's server timeline; 0 = never (benchmarks: each read is work for the server)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -50,6 +51,9 @@ func loadTest(ctx context.Context, env Env, args []string) error {
 	}
 	if cfg.SourceAddrs, err = sourceAddrs(*sources); err != nil {
 		return usageError("loadtest: --source-addrs: %v", err)
+	}
+	if cfg.SampleEvery == 0 {
+		cfg.SampleEvery = -1 // never; the library's zero means its default
 	}
 	if err := cfg.Check(); err != nil {
 		return usageError("loadtest: %v", err)
