@@ -354,8 +354,9 @@ func (s *apiServer) goDo(ctx context.Context, c call) <-chan struct{} {
 
 // rawConn is a connection the test writes bytes on as it likes.
 type rawConn struct {
-	s *apiServer
-	c net.Conn
+	s  *apiServer
+	c  net.Conn
+	br *bufio.Reader
 }
 
 func (s *apiServer) dial() *rawConn {
@@ -365,7 +366,7 @@ func (s *apiServer) dial() *rawConn {
 		s.a.t.Fatal(err)
 	}
 	s.a.t.Cleanup(func() { c.Close() })
-	return &rawConn{s: s, c: c}
+	return &rawConn{s: s, c: c, br: bufio.NewReader(c)}
 }
 
 func (r *rawConn) write(b string) {
@@ -396,7 +397,7 @@ func (r *rawConn) head(c *call, contentLength int) string {
 func (r *rawConn) answer(c call) {
 	r.s.a.t.Helper()
 	r.c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(r.c), &http.Request{Method: c.method})
+	resp, err := http.ReadResponse(r.br, &http.Request{Method: c.method})
 	if err != nil {
 		r.s.a.t.Errorf("%s %s: no answer: %v", c.method, c.path, err)
 		return
@@ -407,6 +408,17 @@ func (r *rawConn) answer(c call) {
 		return
 	}
 	r.s.a.check(c, resp, b)
+}
+
+// continued waits for a 100 Continue: the handler has begun to read the
+// body.
+func (r *rawConn) continued() {
+	r.s.a.t.Helper()
+	r.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(r.br, nil)
+	if err != nil || resp.StatusCode != http.StatusContinue {
+		r.s.a.t.Fatalf("want 100 Continue: %v %v", resp, err)
+	}
 }
 
 // waiting is /health's waiting_long_polls, read outside the checks.
@@ -582,9 +594,12 @@ func crowdedCases(a *apiDoc) {
 	// body is cut short (its client half-closes after 2 of 4 bytes).
 	waiter := s.goDo(context.Background(), call{method: "GET", path: mbox(id(3)) + "?wait_ms=30000", status: 503, code: "shutting_down"})
 	s.waiting(1)
-	late := call{method: "POST", path: mbox(id(4)), header: octet, body: []byte("la"), req: unchecked, status: 503, code: "shutting_down"}
+	late := call{method: "POST", path: mbox(id(4)), header: hdr("Content-Type", "application/octet-stream", "Expect", "100-continue"),
+		body: []byte("la"), req: unchecked, status: 503, code: "shutting_down"}
 	r := s.dial()
-	r.write(r.head(&late, 4) + "\r\n" + string(late.body))
+	r.write(r.head(&late, 4) + "\r\n")
+	r.continued() // the handler is reading the body
+	r.write(string(late.body))
 	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		a.t.Fatal(err)
 	}
