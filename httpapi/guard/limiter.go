@@ -57,9 +57,11 @@ type bucket struct {
 	last int64
 	// reserved are tokens of the shared bucket of each kind this node
 	// reserved and has not spent; sharedTokens what the shared bucket held
-	// after the reservation (shared.go). Guarded by the shard's mu.
+	// after the reservation; reserving the reservation on its way
+	// (shared.go). Guarded by the shard's mu.
 	reserved     [NumKinds]int32
 	sharedTokens [NumKinds]float64
+	reserving    [NumKinds]*reservation
 	// waiting counts the source's long-polls that have not been answered
 	// yet. Ticket.Wait raises it right after take stamped last, and a
 	// sweep drops only buckets idle for a whole window with nothing

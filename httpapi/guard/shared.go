@@ -32,36 +32,65 @@ const fallbackLogEvery = time.Minute
 
 // shared applies the shared bucket of kind k to a request the local
 // bucket b has already counted (localOK, localTokens): the request spends
-// a token this node reserved earlier, or reserves more. When the store
+// a token this node reserved earlier, or reserves more. One reservation
+// per bucket and kind is on its way at a time; requests that arrive
+// meanwhile wait for it rather than each asking Redis (10,000 long-polls
+// arriving at once would otherwise make 10,000 calls). When the store
 // does not answer, the local bucket decides (counted and logged).
 //
 // Admit's frame bounds every handler goroutine's stack (a few bytes more
 // and 1,000 parked long-polls hold megabytes more): keep the arguments few.
 func (g *Guard) shared(st *state, b *bucket, src sourceKey, k Kind, localOK bool, localTokens float64) (bool, float64) {
 	sh := g.lim.shard(src)
-	sh.mu.Lock()
-	if b.reserved[k] > 0 {
-		b.reserved[k]--
-		tokens := b.sharedTokens[k] + float64(b.reserved[k])
+	for {
+		sh.mu.Lock()
+		if b.reserved[k] > 0 {
+			b.reserved[k]--
+			tokens := b.sharedTokens[k] + float64(b.reserved[k])
+			sh.mu.Unlock()
+			return true, tokens
+		}
+		if f := b.reserving[k]; f != nil {
+			sh.mu.Unlock()
+			<-f.done
+			switch {
+			case f.err != nil:
+				return localOK, localTokens // counted once, by the request that asked
+			case f.granted == 0:
+				return false, f.tokens
+			}
+			continue // spend from what it reserved, or reserve again
+		}
+		f := &reservation{done: make(chan struct{})}
+		b.reserving[k] = f
 		sh.mu.Unlock()
-		return true, tokens
+		want := max(1, st.burst[k]/reserveShare)
+		f.granted, f.tokens, f.err = g.sharedBuckets.Reserve(kindNames[k]+":"+hex.EncodeToString(src[:]), float64(st.limit[k]), st.burst[k], want)
+		sh.mu.Lock()
+		b.reserving[k] = nil
+		if f.err == nil && f.granted > 0 {
+			b.reserved[k] += int32(f.granted)
+			b.sharedTokens[k] = f.tokens
+		}
+		sh.mu.Unlock()
+		close(f.done)
+		switch {
+		case f.err != nil:
+			g.sharedFailed(g.now(), f.err)
+			return localOK, localTokens
+		case f.granted == 0:
+			return false, f.tokens
+		}
 	}
-	sh.mu.Unlock()
-	want := max(1, st.burst[k]/reserveShare)
-	granted, tokens, err := g.sharedBuckets.Reserve(kindNames[k]+":"+hex.EncodeToString(src[:]), float64(st.limit[k]), st.burst[k], want)
-	if err != nil {
-		g.sharedFailed(g.now(), err)
-		return localOK, localTokens
-	}
-	if granted == 0 {
-		return false, tokens
-	}
-	sh.mu.Lock()
-	b.reserved[k] += int32(granted - 1)
-	b.sharedTokens[k] = tokens
-	tokens += float64(b.reserved[k])
-	sh.mu.Unlock()
-	return true, tokens
+}
+
+// reservation is one call to the shared store on its way; its fields are
+// written before done is closed.
+type reservation struct {
+	done    chan struct{}
+	granted int
+	tokens  float64
+	err     error
 }
 
 // sharedFailed counts a request the local bucket decided because the

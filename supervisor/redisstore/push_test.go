@@ -106,8 +106,8 @@ func TestPostPushesToTheWaitingNode(t *testing.T) {
 	if d, err := qb.Take(time.Now()); err != nil || d.OK {
 		t.Fatalf("first take = %+v, %v; want empty", d, err)
 	}
-	if got := rs.Do(t, "GET", "zrc:{"+box.String()+"}:c"); got != b.node {
-		t.Fatalf("claim = %q; want node b %q", got, b.node)
+	if got, want := rs.Do(t, "GET", "zrc:{"+box.String()+"}:c"), b.node+":"+strconv.Itoa(connOf(box)); got != want {
+		t.Fatalf("claim = %q; want node b's %q", got, want)
 	}
 	for i, body := range []string{"one", "two"} {
 		p := post(t, qa, body)

@@ -52,6 +52,10 @@ func (s *Store) newQueue(id actor.ID) *queue {
 		keys: [5]string{s.key(h, "q"), s.key(h, "s"), s.key(h, "l"), s.key(h, "m"), s.key(h, "c")}}
 }
 
+// claim is what this node's claim on the mailbox says: the node and the
+// pub/sub connection the mailbox's channel is on.
+func (q *queue) claim() string { return q.s.claims[connOf(q.id)] }
+
 // pushedEntry is a message another node's post leased to this node.
 type pushedEntry struct {
 	d     actor.Delivery
@@ -66,7 +70,7 @@ func (q *queue) Post(_ time.Time, body []byte, take bool) (actor.Posted, error) 
 	}
 	seen := q.seeing()
 	res, err := q.s.call(opPost, postScript, q.keys[:], body, q.s.maxLen, q.s.ttlUS, q.s.leaseUS, flag, q.channel,
-		q.s.node, q.s.nodeChannels, q.hex)
+		q.claim(), q.s.nodeChannels, q.hex)
 	if err != nil {
 		return actor.Posted{}, err
 	}
@@ -98,7 +102,7 @@ func (q *queue) Take(time.Time) (actor.Delivery, error) {
 	seen := q.seeing()
 	claim := ""
 	if q.claimed {
-		claim = q.s.node
+		claim = q.claim()
 	}
 	res, err := q.s.call(opTake, takeScript, q.keys[:], q.s.ttlUS, q.s.leaseUS, claim, q.s.claimMS)
 	if err != nil {
@@ -146,7 +150,7 @@ func (q *queue) putBack(seq uint64) error {
 	if q.returned == 0 || seq < q.returned {
 		q.returned = seq
 	}
-	_, err := q.s.call(opPutBack, putBackScript, q.keys[:], seq, q.s.ttlUS, q.channel, q.s.node)
+	_, err := q.s.call(opPutBack, putBackScript, q.keys[:], seq, q.s.ttlUS, q.channel, q.claim())
 	return err
 }
 
@@ -158,7 +162,7 @@ func (q *queue) Watch(w actor.Waker) error {
 func (q *queue) Unwatch() {
 	if q.s.hub.unwatch(q) {
 		q.claimed = false
-		_, _ = q.s.call(opUnclaim, unclaimScript, q.keys[:], q.s.node)
+		_, _ = q.s.call(opUnclaim, unclaimScript, q.keys[:], q.claim())
 	}
 	q.returnPushed()
 }
@@ -181,7 +185,7 @@ func (q *queue) push(d actor.Delivery) {
 // elsewhere already). The last one pushed
 // when the queue was left empty vouches for an empty queue, like a take:
 // every later post pushes here too or publishes a wake-up, and both
-// arrive after it (one pub/sub connection).
+// arrive after it (on the mailbox's pub/sub connection).
 func (q *queue) popPushed() (actor.Delivery, bool) {
 	for {
 		q.mu.Lock()

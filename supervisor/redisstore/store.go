@@ -85,9 +85,14 @@ type Store struct {
 	ttlUS, leaseUS string // script arguments, formatted once
 	maxLen         string
 
-	// node names this process to the others: a post on another node
-	// pushes a message for a waiter here on nodeChannels+node (hub.go).
+	// node names this process to the others. A mailbox's claim names the
+	// node and the pub/sub connection its channel is on (claims, by
+	// connection), and a post on another node pushes a message for a
+	// waiter here on nodeChannels+claim, which that same connection
+	// subscribes (hub.go): a push and the mailbox's wake-ups arrive in the
+	// order Redis sent them.
 	node, nodeChannels string
+	claims             [subConns]string
 	claimMS            string // how long a take's claim lasts (lua/take.lua)
 
 	fatal     chan error
@@ -128,6 +133,9 @@ func New(opts Options) (*Store, error) {
 		done:    make(chan struct{}),
 	}
 	s.nodeChannels = opts.KeyPrefix + "node:"
+	for i := range s.claims {
+		s.claims[i] = s.node + ":" + strconv.Itoa(i)
+	}
 	empty := ""
 	s.epoch.Store(&empty)
 	s.m = newStoreMetrics(opts.Metrics)
@@ -206,11 +214,31 @@ func (s *Store) Ack(id actor.ID, msg actor.Message) error {
 
 // Reserve takes up to want tokens from the rate-limit bucket named key,
 // shared by every node on this Redis (httpapi/guard's SharedBuckets); it
-// fails at once while the keeper finds Redis away.
+// fails at once while the keeper finds Redis away. The call runs on a
+// goroutine of its own: the caller is a request's handler, whose stack
+// stays small for as long as it waits as a long-poll, and a Redis call
+// goes deep (with it on the handler, 10,000 waiting long-polls held 2.5
+// KiB more each).
 func (s *Store) Reserve(key string, perSecond float64, burst, want int) (granted int, tokens float64, err error) {
 	if !s.up.Load() {
 		return 0, 0, actor.ErrStoreUnavailable
 	}
+	type result struct {
+		granted int
+		tokens  float64
+		err     error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		r.granted, r.tokens, r.err = s.reserve(key, perSecond, burst, want)
+		done <- r
+	}()
+	r := <-done
+	return r.granted, r.tokens, r.err
+}
+
+func (s *Store) reserve(key string, perSecond float64, burst, want int) (int, float64, error) {
 	k := s.opts.KeyPrefix + "rl:{" + key + "}"
 	res, err := s.call(opRateLimit, rateScript, []string{k}, strconv.FormatFloat(1e6/perSecond, 'f', 3, 64), burst, want)
 	if err != nil {
@@ -222,7 +250,8 @@ func (s *Store) Reserve(key string, perSecond float64, burst, want int) (granted
 	}
 	n, _ := r[0].(int64)
 	text, _ := r[1].(string)
-	if tokens, err = strconv.ParseFloat(text, 64); err != nil {
+	tokens, err := strconv.ParseFloat(text, 64)
+	if err != nil {
 		return 0, 0, errReply
 	}
 	return int(n), tokens, nil
