@@ -176,7 +176,7 @@ func (a *api) answerPost(w http.ResponseWriter, rep actor.PostReply, id actor.ID
 	}
 	// One allocation carries the JSON body and, as substrings of it, both
 	// header values (measured against plain strconv code: docs/performance.md,
-	// "Micro-optimisations re-measured").
+	// "Tried and rejected").
 	var buf [80]byte
 	b := append(buf[:0], `{"sequence":`...)
 	seqAt := len(b)

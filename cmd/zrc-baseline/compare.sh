@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # compare.sh: drive cmd/zrc-baseline and zrc-rendezvous with the same load,
 # alternating, a fresh process of each per round, and print the median of
-# the per-round ratios (docs/performance.md, "Against the baseline").
+# the per-round ratios (docs/performance.md, "CPU and latency against the baseline").
 #
 #   bash cmd/zrc-baseline/compare.sh [ROUNDS] [MAILBOXES] [RATE] [DURATION]
 #
