@@ -55,7 +55,8 @@ func (g *Guard) shared(st *state, b *bucket, src sourceKey, k Kind, localOK bool
 			<-f.done
 			switch {
 			case f.err != nil:
-				return localOK, localTokens // counted once, by the request that asked
+				g.sharedFailed(g.now(), f.err)
+				return localOK, localTokens
 			case f.granted == 0:
 				return false, f.tokens
 			}
