@@ -50,39 +50,40 @@ func (g *Guard) shared(st *state, b *bucket, src sourceKey, k Kind, localOK bool
 			sh.mu.Unlock()
 			return true, tokens
 		}
-		if f := b.reserving[k]; f != nil {
+		f := b.reserving[k]
+		if f == nil {
+			f = &reservation{done: make(chan struct{})}
+			b.reserving[k] = f
+			sh.mu.Unlock()
+			g.reserve(st, b, sh, src, k, f)
+		} else {
 			sh.mu.Unlock()
 			<-f.done
-			switch {
-			case f.err != nil:
-				g.sharedFailed(g.now(), f.err)
-				return localOK, localTokens
-			case f.granted == 0:
-				return false, f.tokens
-			}
-			continue // spend from what it reserved, or reserve again
 		}
-		f := &reservation{done: make(chan struct{})}
-		b.reserving[k] = f
-		sh.mu.Unlock()
-		want := max(1, st.burst[k]/reserveShare)
-		f.granted, f.tokens, f.err = g.sharedBuckets.Reserve(kindNames[k]+":"+hex.EncodeToString(src[:]), float64(st.limit[k]), st.burst[k], want)
-		sh.mu.Lock()
-		b.reserving[k] = nil
-		if f.err == nil && f.granted > 0 {
-			b.reserved[k] += int32(f.granted)
-			b.sharedTokens[k] = f.tokens
-		}
-		sh.mu.Unlock()
-		close(f.done)
 		switch {
 		case f.err != nil:
-			g.sharedFailed(g.now(), f.err)
+			g.sharedFailed(f.err)
 			return localOK, localTokens
 		case f.granted == 0:
 			return false, f.tokens
 		}
+		// spend from what was reserved, or reserve again
 	}
+}
+
+// reserve asks the shared store for a share of the bucket, adds what it
+// grants to b and tells the requests waiting on f.
+func (g *Guard) reserve(st *state, b *bucket, sh *shard, src sourceKey, k Kind, f *reservation) {
+	want := max(1, st.burst[k]/reserveShare)
+	f.granted, f.tokens, f.err = g.sharedBuckets.Reserve(kindNames[k]+":"+hex.EncodeToString(src[:]), float64(st.limit[k]), st.burst[k], want)
+	sh.mu.Lock()
+	b.reserving[k] = nil
+	if f.err == nil && f.granted > 0 {
+		b.reserved[k] += int32(f.granted)
+		b.sharedTokens[k] = f.tokens
+	}
+	sh.mu.Unlock()
+	close(f.done)
 }
 
 // reservation is one call to the shared store on its way; its fields are
@@ -96,10 +97,11 @@ type reservation struct {
 
 // sharedFailed counts a request the local bucket decided because the
 // shared store did not answer, and warns at most once a minute.
-func (g *Guard) sharedFailed(now time.Time, err error) {
+func (g *Guard) sharedFailed(err error) {
 	if g.onFallback != nil {
 		g.onFallback()
 	}
+	now := g.now()
 	last := g.fallbackWarned.Load()
 	if now.UnixNano()-last < int64(fallbackLogEvery) || !g.fallbackWarned.CompareAndSwap(last, now.UnixNano()) {
 		return
