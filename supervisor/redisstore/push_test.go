@@ -83,6 +83,18 @@ func take(t *testing.T, q actor.Queue, want string) actor.Delivery {
 	return d
 }
 
+// waitOn watches q and takes from it, finding it empty, as a long-poll
+// about to wait does: the take claims the mailbox for q's node.
+func waitOn(t *testing.T, q actor.Queue, w actor.Waker) {
+	t.Helper()
+	if err := q.Watch(w); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := q.Take(time.Now()); err != nil || d.OK {
+		t.Fatalf("take = %+v, %v; want empty", d, err)
+	}
+}
+
 func llen(t *testing.T, rs *redistest.Server) int {
 	t.Helper()
 	n, err := strconv.Atoi(rs.Do(t, "LLEN", "zrc:{"+box.String()+"}:q"))
@@ -100,12 +112,7 @@ func TestPostPushesToTheWaitingNode(t *testing.T) {
 	a, b := node(t, rs), node(t, rs)
 	qa, qb := a.Queue(box, nil), b.Queue(box, nil)
 	w := make(waker, 1)
-	if err := qb.Watch(w); err != nil {
-		t.Fatal(err)
-	}
-	if d, err := qb.Take(time.Now()); err != nil || d.OK {
-		t.Fatalf("first take = %+v, %v; want empty", d, err)
-	}
+	waitOn(t, qb, w)
 	if got, want := rs.Do(t, "GET", "zrc:{"+box.String()+"}:c"), b.node+":"+strconv.Itoa(connOf(box)); got != want {
 		t.Fatalf("claim = %q; want node b's %q", got, want)
 	}
@@ -144,12 +151,7 @@ func TestPostDoesNotPushToADeadNode(t *testing.T) {
 	rs := redistest.Start(t)
 	a, b, c := node(t, rs), node(t, rs), node(t, rs)
 	qb := b.Queue(box, nil)
-	if err := qb.Watch(make(waker, 1)); err != nil {
-		t.Fatal(err)
-	}
-	if d, err := qb.Take(time.Now()); err != nil || d.OK {
-		t.Fatalf("take = %+v, %v; want empty", d, err)
-	}
+	waitOn(t, qb, make(waker, 1))
 	b.Close()
 	post(t, a.Queue(box, nil), "kept")
 	if n := llen(t, rs); n != 1 {
@@ -199,12 +201,7 @@ func TestIdleReturnsPushedMessages(t *testing.T) {
 	a, b, c := node(t, rs), node(t, rs), node(t, rs)
 	qa, qb := a.Queue(box, nil), b.Queue(box, nil)
 	w := make(waker, 2)
-	if err := qb.Watch(w); err != nil {
-		t.Fatal(err)
-	}
-	if d, err := qb.Take(time.Now()); err != nil || d.OK {
-		t.Fatalf("take = %+v, %v; want empty", d, err)
-	}
+	waitOn(t, qb, w)
 	post(t, qa, "1")
 	post(t, qa, "2")
 	deadline := time.Now().Add(5 * time.Second)

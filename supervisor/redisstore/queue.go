@@ -16,7 +16,6 @@ import (
 type queue struct {
 	s       *Store
 	id      actor.ID
-	hex     string    // id in hex, its keys' hash tag
 	keys    [5]string // the list, the sequence, the leases, the leased entries, the claim (lua/common.lua)
 	channel string
 	stats   *actor.Stats // nil: TTL drops not counted
@@ -48,8 +47,15 @@ type queue struct {
 
 func (s *Store) newQueue(id actor.ID) *queue {
 	h := id.String()
-	return &queue{s: s, id: id, hex: h, channel: s.key(h, "w"),
+	return &queue{s: s, id: id, channel: s.key(h, "w"),
 		keys: [5]string{s.key(h, "q"), s.key(h, "s"), s.key(h, "l"), s.key(h, "m"), s.key(h, "c")}}
+}
+
+// hexID is the id in hex, the hash tag of its keys: read out of the
+// list's key rather than kept or formatted again.
+func (q *queue) hexID() string {
+	from := len(q.s.opts.KeyPrefix) + 1
+	return q.keys[0][from : from+2*actor.IDLen]
 }
 
 // claim is what this node's claim on the mailbox says: the node and the
@@ -70,7 +76,7 @@ func (q *queue) Post(_ time.Time, body []byte, take bool) (actor.Posted, error) 
 	}
 	seen := q.seeing()
 	res, err := q.s.call(opPost, postScript, q.keys[:], body, q.s.maxLen, q.s.ttlUS, q.s.leaseUS, flag, q.channel,
-		q.claim(), q.s.nodeChannels, q.hex)
+		q.claim(), q.s.nodeChannels, q.hexID())
 	if err != nil {
 		return actor.Posted{}, err
 	}

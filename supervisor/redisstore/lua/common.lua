@@ -47,6 +47,14 @@ local function dropExpired(now, ttl)
 	end
 end
 
+-- dropClaim forgets the node named in KEYS[5] if it is claim: a node
+-- that stopped waiting here, unless another has named itself since.
+local function dropClaim(claim)
+	if redis.call('GET', KEYS[5]) == claim then
+		redis.call('DEL', KEYS[5])
+	end
+end
+
 -- leaseEntry records e, taken from the head, as leased for leaseUS.
 local function leaseEntry(e, now, leaseUS)
 	local seq = string.match(e, '^(%d+),')

@@ -6,9 +6,7 @@
 -- newer one that had been pushed to it (lua/post.lua). Posts stop pushing
 -- to the node: it takes again, from the head, and names itself again
 -- when that finds the queue empty, so a push never races its take.
-if redis.call('GET', KEYS[5]) == ARGV[4] then
-	redis.call('DEL', KEYS[5])
-end
+dropClaim(ARGV[4])
 if redis.call('ZREM', KEYS[3], ARGV[1]) == 0 then
 	return 0
 end
