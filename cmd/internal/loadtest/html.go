@@ -160,6 +160,8 @@ type timeSeries struct {
 	t, v        []float64
 }
 
+func (s *timeSeries) add(t, v float64) { s.t, s.v = append(s.t, t), append(s.v, v) }
+
 // timeSpan is the x axis every chart over the run shares: the whole run,
 // from the timeline and the server's samples.
 func timeSpan(rep *Report) float64 {
@@ -219,8 +221,7 @@ func throughputChart(rep *Report) chart {
 	series := []timeSeries{{name: "sent", class: "sent"}, {name: "delivered", class: "delivered"}, {name: "errors", class: "errors"}}
 	for _, p := range rep.Timeline {
 		for i, v := range []int64{p.Sent, p.Delivered, p.Errors} {
-			series[i].t = append(series[i].t, float64(p.T)+0.5)
-			series[i].v = append(series[i].v, float64(v))
+			series[i].add(float64(p.T)+0.5, float64(v))
 		}
 	}
 	return timeChart(rep, "per second", "no timeline", series)
@@ -233,20 +234,20 @@ func serverCharts(rep *Report) (state, memory, cpu chart) {
 		{name: "queued messages", class: "queued"}}
 	rss := []timeSeries{{name: "resident memory, MiB", class: "rss"}}
 	busy := []timeSeries{{name: "CPU, % of one core", class: "cpu"}}
-	add := func(s *timeSeries, t float64, v *int64) {
+	count := func(s *timeSeries, t float64, v *int64) {
 		if v != nil {
-			s.t, s.v = append(s.t, t), append(s.v, float64(*v))
+			s.add(t, float64(*v))
 		}
 	}
 	for _, p := range rep.ServerTimeline {
-		add(&state3[0], p.T, p.Actors)
-		add(&state3[1], p.T, p.WaitingLongPolls)
-		add(&state3[2], p.T, p.QueuedMessages)
+		count(&state3[0], p.T, p.Actors)
+		count(&state3[1], p.T, p.WaitingLongPolls)
+		count(&state3[2], p.T, p.QueuedMessages)
 		if p.RSSBytes != nil {
-			rss[0].t, rss[0].v = append(rss[0].t, p.T), append(rss[0].v, float64(*p.RSSBytes)/(1<<20))
+			rss[0].add(p.T, float64(*p.RSSBytes)/(1<<20))
 		}
 		if p.CPUPercent != nil {
-			busy[0].t, busy[0].v = append(busy[0].t, p.T), append(busy[0].v, *p.CPUPercent)
+			busy[0].add(p.T, *p.CPUPercent)
 		}
 	}
 	none := "the server's metrics were not read during the run"
