@@ -254,7 +254,7 @@ var fields = []field{
 	{key: "max_connections_per_source", kind: kindInt, def: 256, min: 1, help: "open connections from one source; beyond: 503"},
 	{key: "store", kind: kindString, def: "memory", oneOf: []string{"memory", "redis"}, help: "message store"},
 	{key: "redis_url", kind: kindString, def: "", secret: true, allowed: "must be a redis:// or rediss:// URL with a host (e.g. redis://127.0.0.1:6379/0)", help: "redis store URL, e.g. redis://127.0.0.1:6379/0"},
-	{key: "redis_mode", kind: kindString, def: "standalone", oneOf: []string{"standalone", "cluster", "sentinel"}, allowed: redisModeAllowed, help: "how redis_url is served"},
+	{key: "redis_mode", kind: kindString, def: "standalone", oneOf: []string{"standalone", "cluster", "sentinel"}, help: "how redis_url is served"},
 	{key: "redis_master_name", kind: kindString, def: "", help: "the Sentinel master's name (sentinel mode)"},
 	{key: "redis_key_prefix", kind: kindString, def: "zrc:", allowed: "must be 1 to 64 printable ASCII characters without spaces, { or }", help: "prefix of every Redis key and channel, to share a Redis"},
 	{key: "redis_timeout_ms", kind: kindInt, def: 1000, min: 10, max: 60000, help: "deadline of one Redis call in ms; past it: 503 store_unavailable"},

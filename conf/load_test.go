@@ -104,7 +104,7 @@ func TestEveryKeyEveryLayer(t *testing.T) {
 		"max_connections_per_source":   {`4`, "4", 4},
 		"store":                        {`"memory"`, "memory", "memory"}, // redis needs redis_url too
 		"redis_url":                    {`"rediss://:pw@cache:6380/1"`, "rediss://:pw@cache:6380/1", "rediss://:pw@cache:6380/1"},
-		"redis_mode":                   {`"standalone"`, "standalone", "standalone"}, // the others are refused in this build
+		"redis_mode":                   {`"standalone"`, "standalone", "standalone"}, // cluster would refuse redis_url's database 1
 		"redis_master_name":            {`"mymaster"`, "mymaster", "mymaster"},
 		"redis_key_prefix":             {`"rdv1:"`, "rdv1:", "rdv1:"},
 		"redis_timeout_ms":             {`250`, "250", 250},

@@ -191,20 +191,12 @@ func (v *validator) tls() {
 	}
 }
 
-// redisModeAllowed is what redis_mode allows in this build.
-const redisModeAllowed = "must be standalone or sentinel (cluster is not available in this build)"
-
 // store checks the Redis store's keys: redis_url whenever it is set (never
 // echoed: it may hold a password), that store = "redis" has one, the modes
-// this build serves and what they need, the key prefix, and that
+// and what they need, the key prefix, and that
 // state_file, which only the memory store reads, is not set with it (Z13).
 func (v *validator) store() {
 	c := v.c
-	if c.RedisMode == "cluster" {
-		// Listed, so that the config surface keeps the spec's shape, but
-		// refused rather than served as standalone behind the operator's back.
-		v.addf("redis_mode", "%s, got %s", redisModeAllowed, quoteTrunc(c.RedisMode))
-	}
 	if c.RedisMode == "sentinel" && c.RedisMasterName == "" {
 		v.addf("redis_master_name", "must name the master the sentinels watch when redis_mode is sentinel (%s)", v.from("redis_mode"))
 	}
@@ -223,6 +215,11 @@ func (v *validator) store() {
 	u, err := url.Parse(c.RedisURL)
 	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" || u.Opaque != "" {
 		v.addf("redis_url", "%s (the value is not shown: it may hold a password)", byKey["redis_url"].allowedText())
+		return
+	}
+	if db := strings.Trim(u.Path, "/"); c.RedisMode == "cluster" && db != "" && db != "0" {
+		// A Cluster has database 0 only; another would be ignored.
+		v.addf("redis_url", "must name database 0 or none when redis_mode is cluster (%s), got database %s", v.from("redis_mode"), quoteTrunc(db))
 	}
 }
 

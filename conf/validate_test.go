@@ -134,10 +134,10 @@ func TestValidationRules(t *testing.T) {
 		// store
 		{name: "store unknown", args: []string{"--store", "disk"},
 			want: wantProblem{"store", "flag --store", `must be one of memory, redis, got "disk"`}},
-		{name: "redis mode not in this build", args: []string{"--redis-mode", "cluster"},
-			want: wantProblem{"redis_mode", "flag --redis-mode", `must be standalone or sentinel (cluster is not available in this build), got "cluster"`}},
 		{name: "redis mode unknown", args: []string{"--redis-mode", "ring"},
-			want: wantProblem{"redis_mode", "flag --redis-mode", `must be standalone or sentinel (cluster is not available in this build), got "ring"`}},
+			want: wantProblem{"redis_mode", "flag --redis-mode", `must be one of standalone, cluster, sentinel, got "ring"`}},
+		{name: "redis cluster on a database other than 0", args: []string{"--redis-mode", "cluster", "--redis-url", "redis://:secret@127.0.0.1:7000/3"},
+			want: wantProblem{"redis_url", "flag --redis-url", `must name database 0 or none when redis_mode is cluster (redis_mode from flag --redis-mode), got database "3"`}},
 		{name: "sentinel without a master name", args: []string{"--redis-mode", "sentinel"},
 			want: wantProblem{"redis_master_name", "default", "must name the master the sentinels watch when redis_mode is sentinel (redis_mode from flag --redis-mode)"}},
 		{name: "redis key prefix empty", args: []string{"--redis-key-prefix", ""},

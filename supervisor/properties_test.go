@@ -304,19 +304,23 @@ func TestMailboxModel(t *testing.T) {
 }
 
 // TestMailboxModelRedis checks the same properties against the Redis
-// store: each run on keys of its own, on one redis-server. Redis keeps
-// its own clock, so the model's clock stands still (no Advance; the TTL
-// is far away).
+// store: each run on keys of its own, on one redis-server and on a
+// Cluster of three masters. Redis keeps its own clock, so the model's
+// clock stands still (no Advance; the TTL is far away).
 func TestMailboxModelRedis(t *testing.T) {
+	t.Run("standalone", func(t *testing.T) { checkMailboxModelRedis(t, "standalone", redistest.Start(t).URL()) })
+	t.Run("cluster", func(t *testing.T) { checkMailboxModelRedis(t, "cluster", redistest.StartCluster(t, 3).URL()) })
+}
+
+func checkMailboxModelRedis(t *testing.T, mode, url string) {
 	params := propParameters(t)
 	params.MinSuccessfulTests = 100
-	url := redistest.Start(t).URL()
 	runs := 0
 	checkMailboxModel(t, params, false, func() *sut {
 		runs++
 		opts := modelOptions()
 		store, err := redisstore.New(redisstore.Options{
-			URL: url, KeyPrefix: fmt.Sprintf("run%d:", runs), Timeout: time.Second, Lease: time.Minute,
+			URL: url, Mode: mode, KeyPrefix: fmt.Sprintf("run%d:", runs), Timeout: time.Second, Lease: time.Minute,
 			TTL: opts.TTL, MaxQueueLength: opts.MaxQueueLength, RequireNoEviction: true,
 		})
 		if err != nil {

@@ -29,19 +29,27 @@ type storeKind struct {
 func storeKinds(t *testing.T) []storeKind {
 	return []storeKind{
 		{name: "memory", open: func(t *testing.T, opts Options) *Supervisor { return newTest(t, opts) }},
-		{name: "redis", open: redisKind(t)},
+		{name: "redis", open: redisKind(t, "standalone")},
+		{name: "redis-cluster", open: redisKind(t, "cluster")},
 	}
 }
 
-// redisKind starts one redis-server for the test; each engine opened
-// from it is a node on that Redis.
-func redisKind(t *testing.T) func(t *testing.T, opts Options) *Supervisor {
+// redisKind starts one redis-server (or, in mode "cluster", a Cluster of
+// three masters) for the test; each engine opened from it is a node on
+// that Redis.
+func redisKind(t *testing.T, mode string) func(t *testing.T, opts Options) *Supervisor {
 	var once sync.Once
 	var url string
 	return func(t *testing.T, opts Options) *Supervisor {
-		once.Do(func() { url = redistest.Start(t).URL() })
+		once.Do(func() {
+			if mode == "cluster" {
+				url = redistest.StartCluster(t, 3).URL()
+			} else {
+				url = redistest.Start(t).URL()
+			}
+		})
 		st, err := redisstore.New(redisstore.Options{
-			URL: url, KeyPrefix: "zrc:", Timeout: time.Second, Lease: opts.TTL,
+			URL: url, Mode: mode, KeyPrefix: "zrc:", Timeout: time.Second, Lease: opts.TTL,
 			TTL: opts.TTL, MaxQueueLength: opts.MaxQueueLength, RequireNoEviction: true,
 			Recheck: 200 * time.Millisecond,
 		})

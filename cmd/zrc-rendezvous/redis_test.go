@@ -28,7 +28,18 @@ import (
 // startNode runs a server on rs with args after the store's flags.
 func startNode(t *testing.T, rs *redistest.Server, args ...string) *server {
 	t.Helper()
-	return startServer(t, nil, append([]string{"--store", "redis", "--redis-url", rs.URL(), "--redis-lease-ms", "1000"}, args...)...)
+	return startRedisNode(t, rs.URL(), args...)
+}
+
+// startClusterNode runs a server on the Redis Cluster c.
+func startClusterNode(t *testing.T, c *redistest.Cluster, args ...string) *server {
+	t.Helper()
+	return startRedisNode(t, c.URL(), append([]string{"--redis-mode", "cluster"}, args...)...)
+}
+
+func startRedisNode(t *testing.T, url string, args ...string) *server {
+	t.Helper()
+	return startServer(t, nil, append([]string{"--store", "redis", "--redis-url", url, "--redis-lease-ms", "1000"}, args...)...)
 }
 
 // mailboxID is the n-th test mailbox's 64-hex id.
@@ -39,7 +50,18 @@ func mailboxID(n int) string { return fmt.Sprintf("%064x", n+1) }
 // the queue cap holds under concurrent posts from all three nodes.
 func TestRedisThreeNodes(t *testing.T) {
 	rs := redistest.Start(t)
-	a, b, c := startNode(t, rs), startNode(t, rs), startNode(t, rs)
+	checkThreeNodes(t, func() *server { return startNode(t, rs) })
+}
+
+// The same on a Redis Cluster of three masters: the 100 mailboxes spread
+// over all three shards.
+func TestRedisClusterThreeNodes(t *testing.T) {
+	rc := redistest.StartCluster(t, 3)
+	checkThreeNodes(t, func() *server { return startClusterNode(t, rc) })
+}
+
+func checkThreeNodes(t *testing.T, start func() *server) {
+	a, b, c := start(), start(), start()
 	const boxes, perBox = 100, 100
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,14 +36,22 @@ type hub struct {
 	s      *Store
 	own    [subConns]string // this node's push channel on each connection
 	conns  [subConns]*subConn
+	shards *shards // in a Cluster, instead of conns (shards.go)
+	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
 type subConn struct {
-	ps   *redis.PubSub
-	mu   sync.Mutex
-	subs map[string]*watch // by channel; guarded by mu
+	ps *redis.PubSub
+	// sharded: SSUBSCRIBE on one Cluster master, at addr; its client is
+	// the connection's own, and stop ends its receive loop.
+	sharded bool
+	addr    string
+	client  *redis.Client
+	stop    context.CancelFunc
+	mu      sync.Mutex
+	subs    map[string]*watch // by channel; guarded by mu
 }
 
 // watch is one watched mailbox.
@@ -52,35 +61,43 @@ type watch struct {
 	// confirmed is closed when Redis confirms the subscription.
 	confirmed   chan struct{}
 	isConfirmed bool
+	// ended: a Cluster master ended the subscription (its slot moved).
+	// moved: the watch was subscribed again, on the slot's new master or
+	// after ended, and takes again once that is confirmed.
+	ended, moved bool
 }
 
 func newHub(s *Store) *hub {
 	h := &hub{s: s}
-	ctx, cancel := context.WithCancel(context.Background())
-	h.cancel = cancel
-	for i := range h.conns {
-		// What other nodes push to this one for the mailboxes on this
-		// connection. Until Redis confirms it they find no subscriber and
-		// leave their messages queued.
-		h.own[i] = s.nodeChannels + s.claims[i]
-		c := &subConn{ps: s.rdb.Subscribe(ctx, h.own[i]), subs: make(map[string]*watch)}
-		h.conns[i] = c
-		h.wg.Add(1)
-		go h.receive(ctx, c, h.own[i])
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	if s.cluster != nil {
+		h.shards = newShards(h)
+	} else {
+		for i := range h.conns {
+			// What other nodes push to this one for the mailboxes on this
+			// connection. Until Redis confirms it they find no subscriber
+			// and leave their messages queued.
+			h.own[i] = s.nodeChannels + s.claims[i]
+			c := &subConn{ps: s.rdb.Subscribe(h.ctx, h.own[i]), subs: make(map[string]*watch)}
+			h.conns[i] = c
+			h.wg.Add(1)
+			go h.receive(h.ctx, c, h.own[i])
+		}
 	}
 	h.wg.Add(1)
-	go h.recheck(ctx)
+	go h.recheck(h.ctx)
 	return h
 }
-
-func (h *hub) conn(q *queue) *subConn { return h.conns[connOf(q.id)] }
 
 // watch subscribes q's channel and waits for Redis to confirm it, so
 // that every post after it is published to this node. On a failure the
 // watch stays: the pub/sub connection subscribes it again when it is
 // back, and the recheck looks meanwhile.
 func (h *hub) watch(q *queue, wake actor.Waker) error {
-	c := h.conn(q)
+	if h.shards != nil {
+		return h.shards.watch(q, wake)
+	}
+	c := h.conns[connOf(q.id)]
 	c.mu.Lock()
 	if w := c.subs[q.channel]; w != nil {
 		w.wake = wake
@@ -92,20 +109,29 @@ func (h *hub) watch(q *queue, wake actor.Waker) error {
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), h.s.opts.Timeout)
 	defer cancel()
-	err := c.ps.Subscribe(ctx, q.channel)
-	if err == nil {
-		select {
-		case <-w.confirmed:
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
+	return w.await(ctx, c.ps.Subscribe(ctx, q.channel))
+}
+
+// await waits, after a subscription request that returned err, for Redis
+// to confirm it.
+func (w *watch) await(ctx context.Context, err error) error {
+	if err != nil {
+		return err
 	}
-	return err
+	select {
+	case <-w.confirmed:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // unwatch ends q's watch and reports whether there was one.
 func (h *hub) unwatch(q *queue) bool {
-	c := h.conn(q)
+	if h.shards != nil {
+		return h.shards.unwatch(q)
+	}
+	c := h.conns[connOf(q.id)]
 	c.mu.Lock()
 	_, ok := c.subs[q.channel]
 	delete(c.subs, q.channel)
@@ -123,19 +149,31 @@ func (h *hub) unwatch(q *queue) bool {
 
 func (h *hub) count() int {
 	n := 0
-	for _, c := range h.conns {
+	for _, c := range h.subConns() {
 		c.mu.Lock()
 		n += len(c.subs)
 		c.mu.Unlock()
 	}
+	if h.shards != nil {
+		n += h.shards.unplacedCount()
+	}
 	return n
+}
+
+// subConns lists the pub/sub connections.
+func (h *hub) subConns() []*subConn {
+	if h.shards != nil {
+		return h.shards.conns()
+	}
+	return h.conns[:]
 }
 
 // receive serves one pub/sub connection: confirmations release watch,
 // messages wake their actor. After a failure it waits (backing off) and
 // reads again, which reconnects and subscribes every channel again; the
 // first confirmation after that wakes every mailbox on the connection,
-// since wake-ups may have been lost meanwhile.
+// since wake-ups may have been lost meanwhile. own is the node's push
+// channel on it ("" for none).
 func (h *hub) receive(ctx context.Context, c *subConn, own string) {
 	defer h.wg.Done()
 	lost := false
@@ -145,6 +183,14 @@ func (h *hub) receive(ctx context.Context, c *subConn, own string) {
 		if err != nil {
 			if ctx.Err() != nil {
 				return
+			}
+			if c.sharded {
+				// A master that lost a slot (MOVED) or the connection
+				// (a failover?): ask where the slots are now.
+				h.shards.kick()
+				if isRedisError(err) {
+					continue
+				}
 			}
 			if !lost {
 				lost = true
@@ -160,19 +206,40 @@ func (h *hub) receive(ctx context.Context, c *subConn, own string) {
 		backoff = minBackoff
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if m.Kind == "subscribe" {
+			switch m.Kind {
+			case "subscribe", "ssubscribe":
 				c.mu.Lock()
+				var again watched
 				if w := c.subs[m.Channel]; w != nil {
 					w.q.subscribed.Store(true)
 					if !w.isConfirmed {
 						w.isConfirmed = true
 						close(w.confirmed)
+					} else if w.moved {
+						again = watched{w.q, w.wake}
 					}
+					w.moved, w.ended = false, false
 				}
 				c.mu.Unlock()
+				if again.q != nil {
+					again.nudge() // subscribe first, then take again
+				}
+			case "sunsubscribe":
+				// Redis ends a sharded subscription itself when the
+				// channel's slot moved to another master.
+				c.mu.Lock()
+				w := c.subs[m.Channel]
+				if w != nil {
+					w.q.subscribed.Store(false)
+					w.ended = true
+				}
+				c.mu.Unlock()
+				if w != nil {
+					h.shards.kick()
+				}
 			}
 		case *redis.Message:
-			if m.Channel == own {
+			if own != "" && m.Channel == own {
 				h.pushed(m.Payload)
 				break
 			}
@@ -259,11 +326,18 @@ func (h *hub) recheck(ctx context.Context) {
 		case <-t.C:
 		}
 		var ws []watched
-		for _, c := range h.conns {
+		for _, c := range h.subConns() {
 			pctx, cancel := context.WithTimeout(ctx, h.s.opts.Timeout)
 			_ = c.ps.Ping(pctx)
 			cancel()
 			c.each(func(w *watch) { ws = append(ws, watched{w.q, w.wake}) })
+		}
+		if h.shards != nil {
+			// Unplaced watches have no subscription: they look every time.
+			for _, w := range h.shards.unplacedWatches() {
+				w.nudge()
+			}
+			h.shards.kick()
 		}
 		for len(ws) > 0 {
 			n := min(len(ws), recheckBatch)
@@ -296,11 +370,11 @@ func (h *hub) recheckBatch(ctx context.Context, ws []watched) {
 		lens[i] = pipe.LLen(ctx, w.q.keys[0])
 		leases[i] = pipe.ZCard(ctx, w.q.keys[2])
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return // Redis is away: the keeper reports it, and the next round looks again
-	}
+	// A failed call (Redis away, or one Cluster master) wakes nobody:
+	// the next round looks again.
+	_, _ = pipe.Exec(ctx)
 	for i, w := range ws {
-		if lens[i].Val() > 0 || leases[i].Val() > 0 {
+		if lens[i].Err() == nil && leases[i].Err() == nil && (lens[i].Val() > 0 || leases[i].Val() > 0) {
 			w.nudge()
 		}
 	}
@@ -308,10 +382,26 @@ func (h *hub) recheckBatch(ctx context.Context, ws []watched) {
 
 func (h *hub) close() {
 	h.cancel()
-	for _, c := range h.conns {
-		_ = c.ps.Close()
+	for _, c := range h.subConns() {
+		c.close()
 	}
 	h.wg.Wait()
+}
+
+func (c *subConn) close() {
+	if c.stop != nil {
+		c.stop()
+	}
+	_ = c.ps.Close()
+	if c.client != nil {
+		_ = c.client.Close()
+	}
+}
+
+// isRedisError tells an error Redis answered from a failed connection.
+func isRedisError(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re)
 }
 
 const (

@@ -72,6 +72,14 @@ func (s *Store) check(ctx context.Context, checked *bool) error {
 		}
 		*checked = true
 	}
+	if s.cluster != nil {
+		// Every master, so that /health tells a shard that is down.
+		if err := s.cluster.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			return c.Ping(ctx).Err()
+		}); err != nil {
+			return err
+		}
+	}
 	key := s.opts.KeyPrefix + "epoch"
 	epoch, err := s.rdb.Get(ctx, key).Result()
 	if errors.Is(err, redis.Nil) {
@@ -96,7 +104,17 @@ func (s *Store) check(ctx context.Context, checked *bool) error {
 // checkPolicy refuses a Redis that may evict keys, that is, drop queued
 // messages, unless redis_require_noeviction is off (then it warns).
 func (s *Store) checkPolicy(ctx context.Context) error {
-	policy, err := s.policy(ctx)
+	if s.cluster != nil {
+		// Each master holds its own shard of the queues.
+		return s.cluster.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			return s.checkPolicyOf(ctx, c)
+		})
+	}
+	return s.checkPolicyOf(ctx, s.rdb)
+}
+
+func (s *Store) checkPolicyOf(ctx context.Context, rdb redis.Cmdable) error {
+	policy, err := evictionPolicy(ctx, rdb)
 	if err != nil {
 		return err
 	}
@@ -110,13 +128,13 @@ func (s *Store) checkPolicy(ctx context.Context) error {
 	return nil
 }
 
-// policy reads maxmemory-policy with CONFIG GET, or from INFO memory
+// evictionPolicy reads maxmemory-policy with CONFIG GET, or from INFO memory
 // where CONFIG is disabled (managed Redis services).
-func (s *Store) policy(ctx context.Context) (string, error) {
-	if m, err := s.rdb.ConfigGet(ctx, "maxmemory-policy").Result(); err == nil && m["maxmemory-policy"] != "" {
+func evictionPolicy(ctx context.Context, rdb redis.Cmdable) (string, error) {
+	if m, err := rdb.ConfigGet(ctx, "maxmemory-policy").Result(); err == nil && m["maxmemory-policy"] != "" {
 		return m["maxmemory-policy"], nil
 	}
-	info, err := s.rdb.Info(ctx, "memory").Result()
+	info, err := rdb.Info(ctx, "memory").Result()
 	if err != nil {
 		return "", err
 	}

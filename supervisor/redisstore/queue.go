@@ -76,7 +76,7 @@ func (q *queue) Post(_ time.Time, body []byte, take bool) (actor.Posted, error) 
 	}
 	seen := q.seeing()
 	res, err := q.s.call(opPost, postScript, q.keys[:], body, q.s.maxLen, q.s.ttlUS, q.s.leaseUS, flag, q.channel,
-		q.claim(), q.s.nodeChannels, q.hexID())
+		q.claim(), q.s.nodeChannels, q.hexID(), q.s.publish)
 	if err != nil {
 		return actor.Posted{}, err
 	}
@@ -156,17 +156,19 @@ func (q *queue) putBack(seq uint64) error {
 	if q.returned == 0 || seq < q.returned {
 		q.returned = seq
 	}
-	_, err := q.s.call(opPutBack, putBackScript, q.keys[:], seq, q.s.ttlUS, q.channel, q.claim())
+	_, err := q.s.call(opPutBack, putBackScript, q.keys[:], seq, q.s.ttlUS, q.channel, q.claim(), q.s.publish)
 	return err
 }
 
 func (q *queue) Watch(w actor.Waker) error {
-	q.claimed = true
+	// A Cluster gets no pushes: a node's push channel is classic pub/sub,
+	// which a Cluster broadcasts to every shard.
+	q.claimed = q.s.cluster == nil
 	return q.s.hub.watch(q, w)
 }
 
 func (q *queue) Unwatch() {
-	if q.s.hub.unwatch(q) {
+	if q.s.hub.unwatch(q) && q.claimed {
 		q.claimed = false
 		_, _ = q.s.call(opUnclaim, unclaimScript, q.keys[:], q.claim())
 	}

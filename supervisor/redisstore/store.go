@@ -35,9 +35,10 @@ import (
 // Options configure a Store. cmd builds them from conf.Config.
 type Options struct {
 	URL string // redis:// or rediss:// (redis_url)
-	// Mode is "standalone" (or "") or "sentinel" (redis_mode): with
-	// Sentinel, URL names the sentinels (its host and any ?addr=host:port)
-	// and MasterName the master they watch.
+	// Mode is "standalone" (or ""), "cluster" or "sentinel" (redis_mode).
+	// With Cluster, URL names some of its masters (its host and any
+	// ?addr=host:port); with Sentinel, the sentinels, and MasterName the
+	// master they watch.
 	Mode, MasterName  string
 	KeyPrefix         string        // redis_key_prefix
 	Timeout           time.Duration // one store call's deadline (redis_timeout_ms)
@@ -73,14 +74,25 @@ var ErrEvictingPolicy = errors.New("redis maxmemory-policy must be noeviction")
 // Store is the Redis store of one node. Its methods are safe for
 // concurrent use.
 type Store struct {
-	opts  Options
-	log   *zap.Logger
-	rdb   *redis.Client
-	hub   *hub
-	acks  *acker
-	m     storeMetrics
-	epoch atomic.Pointer[string]
-	up    atomic.Bool
+	opts Options
+	log  *zap.Logger
+	rdb  redis.UniversalClient
+	// cluster is rdb with redis_mode = "cluster", else nil: wake-ups go
+	// through sharded pub/sub on each master, and nothing is pushed
+	// (hub.go).
+	cluster *redis.ClusterClient
+	// nodeOpts are the options of a connection to one Redis process,
+	// for the hub's sharded pub/sub on each Cluster master.
+	nodeOpts *redis.Options
+	// publish is the command a script publishes a mailbox's wake-up
+	// with: SPUBLISH in a Cluster, so that it reaches only the shard
+	// that holds the mailbox.
+	publish string
+	hub     *hub
+	acks    *acker
+	m       storeMetrics
+	epoch   atomic.Pointer[string]
+	up      atomic.Bool
 
 	ttlUS, leaseUS string // script arguments, formatted once
 	maxLen         string
@@ -107,7 +119,7 @@ type Store struct {
 // answers, Available is false and every call fails with
 // actor.ErrStoreUnavailable.
 func New(opts Options) (*Store, error) {
-	rdb, err := newClient(opts)
+	rdb, nodeOpts, err := newClient(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -121,16 +133,21 @@ func New(opts Options) (*Store, error) {
 	// logger's debug lines: structured, and its errors are ours to report.
 	redis.SetLogger(clientLog{opts.Logger})
 	s := &Store{
-		opts:    opts,
-		log:     opts.Logger,
-		rdb:     rdb,
-		ttlUS:   fmt.Sprint(opts.TTL.Microseconds()),
-		leaseUS: fmt.Sprint(opts.Lease.Microseconds()),
-		maxLen:  fmt.Sprint(opts.MaxQueueLength),
-		node:    rand.Text(),
-		claimMS: fmt.Sprint(claimTTL.Milliseconds()),
-		fatal:   make(chan error, 1),
-		done:    make(chan struct{}),
+		opts:     opts,
+		log:      opts.Logger,
+		rdb:      rdb,
+		nodeOpts: nodeOpts,
+		publish:  "PUBLISH",
+		ttlUS:    fmt.Sprint(opts.TTL.Microseconds()),
+		leaseUS:  fmt.Sprint(opts.Lease.Microseconds()),
+		maxLen:   fmt.Sprint(opts.MaxQueueLength),
+		node:     rand.Text(),
+		claimMS:  fmt.Sprint(claimTTL.Milliseconds()),
+		fatal:    make(chan error, 1),
+		done:     make(chan struct{}),
+	}
+	if c, ok := rdb.(*redis.ClusterClient); ok {
+		s.cluster, s.publish = c, "SPUBLISH"
 	}
 	s.nodeChannels = opts.KeyPrefix + "node:"
 	for i := range s.claims {
@@ -282,10 +299,20 @@ func (s *Store) call(op op, script *redis.Script, keys []string, args ...any) (a
 	return res, nil
 }
 
-// postAndWait runs the post script and WAIT on one connection, so that
-// the answer comes only once WaitReplicas replicas hold the message.
+// postAndWait runs the post script and WAIT on one connection to the
+// mailbox's master, so that the answer comes only once WaitReplicas
+// replicas hold the message.
 func (s *Store) postAndWait(ctx context.Context, script *redis.Script, keys []string, args []any) (any, error) {
-	conn := s.rdb.Conn()
+	var master *redis.Client
+	if s.cluster != nil {
+		var err error
+		if master, err = s.cluster.MasterForKey(ctx, keys[0]); err != nil {
+			return nil, err
+		}
+	} else {
+		master = s.rdb.(*redis.Client)
+	}
+	conn := master.Conn()
 	defer conn.Close()
 	res, err := script.Run(ctx, conn, keys, args...).Result()
 	if err != nil {
@@ -325,31 +352,56 @@ func (l clientLog) Printf(_ context.Context, format string, v ...any) {
 	}
 }
 
-// newClient connects to a standalone Redis, or through Sentinel to the
-// master it names (go-redis' failover client follows a failover).
-func newClient(opts Options) (*redis.Client, error) {
+// newClient connects to a standalone Redis, to a Cluster, or through
+// Sentinel to the master it names (go-redis' failover client follows a
+// failover). It also returns the options of a connection to one of the
+// Cluster's processes (nil in the other modes).
+func newClient(opts Options) (redis.UniversalClient, *redis.Options, error) {
 	// The URL may hold a password: its parsers' messages are not passed on.
 	bad := errors.New("redis_url: not a valid redis:// or rediss:// URL")
-	if opts.Mode != "sentinel" {
+	base := &redis.Options{}
+	tune(base, opts.Timeout)
+	switch opts.Mode {
+	case "cluster":
+		co, err := redis.ParseClusterURL(opts.URL)
+		if err != nil {
+			return nil, nil, bad
+		}
+		co.DialTimeout, co.ReadTimeout, co.WriteTimeout, co.PoolTimeout = base.DialTimeout, base.ReadTimeout, base.WriteTimeout, base.PoolTimeout
+		co.ContextTimeoutEnabled, co.PoolSize = base.ContextTimeoutEnabled, base.PoolSize
+		co.ReadBufferSize, co.WriteBufferSize = base.ReadBufferSize, base.WriteBufferSize
+		co.MaxRetries, co.DialerRetries, co.Protocol, co.DisableIdentity = base.MaxRetries, base.DialerRetries, base.Protocol, base.DisableIdentity
+		// A slot that moved answers MOVED: follow it (the default), but
+		// within the call's deadline.
+		co.MaxRedirects = 3
+		if co.TLSConfig != nil {
+			co.TLSConfig.MinVersion = tls.VersionTLS12
+		}
+		node := *base
+		node.Username, node.Password, node.TLSConfig = co.Username, co.Password, co.TLSConfig
+		// The hub's own connections only subscribe, and ask where slots went.
+		node.PoolSize = 1
+		return redis.NewClusterClient(co), &node, nil
+	case "sentinel":
+	default:
 		ro, err := redis.ParseURL(opts.URL)
 		if err != nil {
-			return nil, bad
+			return nil, nil, bad
 		}
 		tune(ro, opts.Timeout)
-		return redis.NewClient(ro), nil
+		return redis.NewClient(ro), nil, nil
 	}
 	u, err := url.Parse(opts.URL)
 	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
-		return nil, bad
+		return nil, nil, bad
 	}
 	db := 0
 	if p := strings.Trim(u.Path, "/"); p != "" {
 		if db, err = strconv.Atoi(p); err != nil {
-			return nil, bad
+			return nil, nil, bad
 		}
 	}
-	t := &redis.Options{}
-	tune(t, opts.Timeout)
+	t := base
 	fo := &redis.FailoverOptions{
 		MasterName: opts.MasterName, SentinelAddrs: append([]string{u.Host}, u.Query()["addr"]...), DB: db,
 		DialTimeout: t.DialTimeout, ReadTimeout: t.ReadTimeout, WriteTimeout: t.WriteTimeout, PoolTimeout: t.PoolTimeout,
@@ -366,7 +418,7 @@ func newClient(opts Options) (*redis.Client, error) {
 	if u.Scheme == "rediss" {
 		fo.TLSConfig = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
 	}
-	return redis.NewFailoverClient(fo), nil
+	return redis.NewFailoverClient(fo), nil, nil
 }
 
 // tune sets what every connection to Redis shares.

@@ -1,7 +1,8 @@
 -- post: ARGV[1] body, [2] max queue length, [3] TTL µs, [4] lease µs,
 -- [5] "1" to take the oldest message for a waiter of the posting node,
 -- [6] the mailbox's wake-up channel, [7] the posting node's id, [8] the
--- prefix of a node's channel, [9] the mailbox's id in hex.
+-- prefix of a node's channel, [9] the mailbox's id in hex, [10] the
+-- command that publishes the wake-up (PUBLISH, or SPUBLISH in a Cluster).
 -- Returns {sequence or -1 when full, queue length after the post,
 -- expired, reclaimed, taken entry or false, length after the take}.
 --
@@ -42,6 +43,6 @@ if left > 0 then
 	end
 end
 if left > 0 then
-	redis.call('PUBLISH', ARGV[6], '')
+	redis.call(ARGV[10], ARGV[6], '')
 end
 return {seq, n, expired, back, taken, left}

@@ -1,5 +1,5 @@
 -- put back: ARGV[1] sequence, [2] TTL µs, [3] the wake-up channel, [4]
--- the putting node's id.
+-- the putting node's id, [5] the command that publishes the wake-up.
 -- Returns 1 when the message went back, 0 when its lease had run out (it
 -- is back already) or it was acknowledged. It goes back in sequence
 -- order, usually at the head: a node may put back a message after a
@@ -36,5 +36,5 @@ else
 	redis.call('RPUSH', KEYS[1], e)
 end
 redis.call('PEXPIRE', KEYS[1], math.floor(tonumber(ARGV[2]) / 1000) + 1)
-redis.call('PUBLISH', ARGV[3], '')
+redis.call(ARGV[5], ARGV[3], '')
 return 1
