@@ -203,13 +203,15 @@ func (s *Supervisor) Post(ctx context.Context, id actor.ID, body []byte) (actor.
 // StartReceive starts a receive of id's oldest message, long-polling up
 // to wait, and returns at once (actor.Mailbox.StartReceive): to is told
 // the answer once, unless the Receipt's Cancel withdraws the receive
-// first. A receive that would not wait never creates a mailbox: with none
-// there, to is told "no message" before StartReceive returns. An error
+// first. With the memory store a receive that would not wait never
+// creates a mailbox: with none there, to is told "no message" before
+// StartReceive returns. A shared store may hold messages other nodes
+// took in, so there it starts the actor that asks. An error
 // means to is never told; an answer's actor.ErrStopped means the
 // supervisor closed.
 func (s *Supervisor) StartReceive(ctx context.Context, id actor.ID, wait time.Duration, to actor.Receiver) (actor.Receipt, error) {
 	for range retries {
-		mb, err := s.mailbox(ctx, id, wait > 0)
+		mb, err := s.mailbox(ctx, id, wait > 0 || s.opts.Store != nil)
 		if err != nil {
 			return actor.Receipt{}, err
 		}

@@ -131,6 +131,14 @@ func checkThreeNodes(t *testing.T, start func() *server) {
 	if msg, ok, err := newClient(c.url).Get(ctx, mailboxID(0), 0); ok || err != nil {
 		t.Fatalf("after the run: %q %v %v; want nothing", msg.Body, ok, err)
 	}
+	// A GET that does not wait, on a node that never saw the mailbox,
+	// still gets what another node took in.
+	if _, err := newClient(a.url).Post(ctx, mailboxID(boxes+1), []byte("elsewhere")); err != nil {
+		t.Fatal(err)
+	}
+	if msg, ok, err := newClient(c.url).Get(ctx, mailboxID(boxes+1), 0); !ok || err != nil || string(msg.Body) != "elsewhere" {
+		t.Fatalf("GET wait_ms=0 on another node: %q %v %v; want the message", msg.Body, ok, err)
+	}
 
 	// The cap (max_queue_length 100) across nodes: 300 concurrent posts
 	// to one mailbox, 100 from each node, and exactly 100 accepted.
@@ -596,4 +604,75 @@ func sentinelFailover(t *testing.T, replicas, waitReplicas int) {
 	if g := metricValue(t, metricsText(t, node), "go_goroutines"); g > goroutines+10 {
 		t.Fatalf("goroutines grew from %v to %v across the failover", goroutines, g)
 	}
+}
+
+// A mailbox's slot moves to another Cluster master while a GET waits on
+// it: the node follows the slot (its sharded subscription moves to the
+// new master) and the waiting GET gets the message posted after the move.
+func TestRedisClusterSlotMoveWhileWaiting(t *testing.T) {
+	rc := redistest.StartCluster(t, 3)
+	a, b := startClusterNode(t, rc), startClusterNode(t, rc)
+	box := mailboxID(7)
+	channel := "zrc:{" + box + "}:w"
+	slot := rc.Slot(t, channel)
+	from := rc.SlotOwner(t, slot)
+	to := rc.Masters[0]
+	if to == from {
+		to = rc.Masters[1]
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// One message through first, so that the slot has the mailbox's keys
+	// to migrate.
+	if _, err := newClient(a.url).Post(ctx, box, []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	if msg, ok, err := newClient(b.url).Get(ctx, box, 0); !ok || err != nil || string(msg.Body) != "before" {
+		t.Fatalf("GET before the move: %q %v %v", msg.Body, ok, err)
+	}
+	type result struct {
+		body string
+		ok   bool
+		err  error
+	}
+	got := make(chan result, 1)
+	go func() {
+		msg, ok, err := newClient(b.url).Get(ctx, box, 20*time.Second)
+		got <- result{string(msg.Body), ok, err}
+	}()
+	waitUntil(t, "node B to subscribe on the slot's master", func() bool { return shardSubscribers(t, from, channel) == 1 })
+
+	rc.MoveSlot(t, slot, to)
+	waitUntil(t, "node B to subscribe on the slot's new master", func() bool { return shardSubscribers(t, to, channel) == 1 })
+	if n := shardSubscribers(t, from, channel); n != 0 {
+		t.Fatalf("%d subscribers left on the slot's old master; want 0", n)
+	}
+	select {
+	case r := <-got:
+		t.Fatalf("the waiting GET ended before the post: %+v", r)
+	default:
+	}
+	posted := time.Now()
+	if _, err := newClient(a.url).Post(ctx, box, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	r := <-got
+	if r.err != nil || !r.ok || r.body != "after" {
+		t.Fatalf("the waiting GET: %+v; want the message posted after the move", r)
+	}
+	// The wake-up came through the new master, not the 5 s backstop.
+	if d := time.Since(posted); d > 2*time.Second {
+		t.Fatalf("delivered %v after the post; want well under the recheck interval", d)
+	}
+}
+
+// shardSubscribers is how many clients of m subscribe channel (sharded).
+func shardSubscribers(t *testing.T, m *redistest.Server, channel string) int {
+	t.Helper()
+	r := strings.Split(m.Do(t, "PUBSUB", "SHARDNUMSUB", channel), "\n")
+	n, err := strconv.Atoi(r[len(r)-1])
+	if err != nil {
+		t.Fatalf("PUBSUB SHARDNUMSUB on %s: %q", m.Addr(), r)
+	}
+	return n
 }

@@ -89,3 +89,49 @@ func (c *Cluster) SlotOwner(t testing.TB, slot int) *Server {
 	t.Fatalf("no master serves slot %d", slot)
 	return nil
 }
+
+// Slot is the Cluster slot of key.
+func (c *Cluster) Slot(t testing.TB, key string) int {
+	t.Helper()
+	n, err := strconv.Atoi(c.Masters[0].Do(t, "CLUSTER", "KEYSLOT", key))
+	if err != nil {
+		t.Fatalf("CLUSTER KEYSLOT %s: %v", key, err)
+	}
+	return n
+}
+
+// MoveSlot moves slot, with its keys, to the master to, as
+// redis-cli --cluster reshard does for each slot: the target imports,
+// the owner migrates its keys, then every master learns the new owner.
+func (c *Cluster) MoveSlot(t testing.TB, slot int, to *Server) {
+	t.Helper()
+	from := c.SlotOwner(t, slot)
+	if from == to {
+		t.Fatalf("slot %d is on %s already", slot, to.Addr())
+	}
+	s := strconv.Itoa(slot)
+	fromID, toID := from.Do(t, "CLUSTER", "MYID"), to.Do(t, "CLUSTER", "MYID")
+	ok := func(m *Server, args ...string) {
+		t.Helper()
+		if r := m.Do(t, args...); r != "OK" && r != "NOKEY" {
+			t.Fatalf("%s %v: %s", m.Addr(), args, r)
+		}
+	}
+	ok(to, "CLUSTER", "SETSLOT", s, "IMPORTING", fromID)
+	ok(from, "CLUSTER", "SETSLOT", s, "MIGRATING", toID)
+	host, port, _ := strings.Cut(to.Addr(), ":")
+	for {
+		keys := strings.Fields(from.Do(t, "CLUSTER", "GETKEYSINSLOT", s, "100"))
+		if len(keys) == 0 {
+			break
+		}
+		ok(from, append([]string{"MIGRATE", host, port, "", "0", "5000", "KEYS"}, keys...)...)
+	}
+	ok(to, "CLUSTER", "SETSLOT", s, "NODE", toID)
+	ok(from, "CLUSTER", "SETSLOT", s, "NODE", toID)
+	for _, m := range c.Masters {
+		if m != to && m != from {
+			ok(m, "CLUSTER", "SETSLOT", s, "NODE", toID)
+		}
+	}
+}

@@ -19,9 +19,9 @@ func TestStartCluster(t *testing.T) {
 	if c.SlotOwner(t, 0) == c.SlotOwner(t, 16383) {
 		t.Fatal("slots 0 and 16383 on one master; want the slots spread over three")
 	}
-	slot, err := strconv.Atoi(c.Masters[0].Do(t, "CLUSTER", "KEYSLOT", "zrc:{abc}:q"))
-	if err != nil {
-		t.Fatal(err)
+	slot := c.Slot(t, "zrc:{abc}:q")
+	if slot != c.Slot(t, "abc") {
+		t.Fatalf("slot of zrc:{abc}:q %d; want abc's, %d", slot, c.Slot(t, "abc"))
 	}
 	owner := c.SlotOwner(t, slot)
 	if got := owner.Do(t, "SET", "zrc:{abc}:q", "v"); got != "OK" {
@@ -31,6 +31,22 @@ func TestStartCluster(t *testing.T) {
 		if s != owner {
 			if got := s.Do(t, "GET", "zrc:{abc}:q"); !strings.HasPrefix(got, "MOVED "+strconv.Itoa(slot)+" "+owner.Addr()) {
 				t.Fatalf("GET on another master: %q; want MOVED to %s", got, owner.Addr())
+			}
+		}
+	}
+	// MoveSlot takes the key along, and every master sends it there.
+	to := c.Masters[0]
+	if to == owner {
+		to = c.Masters[1]
+	}
+	c.MoveSlot(t, slot, to)
+	if c.SlotOwner(t, slot) != to || to.Do(t, "GET", "zrc:{abc}:q") != "v" {
+		t.Fatalf("after MoveSlot: owner %s, GET %q; want %s, v", c.SlotOwner(t, slot).Addr(), to.Do(t, "GET", "zrc:{abc}:q"), to.Addr())
+	}
+	for _, s := range c.Masters {
+		if s != to {
+			if got := s.Do(t, "GET", "zrc:{abc}:q"); !strings.HasPrefix(got, "MOVED "+strconv.Itoa(slot)+" "+to.Addr()) {
+				t.Fatalf("GET on %s after the move: %q; want MOVED to %s", s.Addr(), got, to.Addr())
 			}
 		}
 	}

@@ -191,7 +191,7 @@ func (s *Server) Restart(t testing.TB) {
 
 // Do sends one command and returns its reply: a simple string, an error
 // ("ERR …"), an integer or a bulk string as text; "(nil)" for a nil bulk
-// string.
+// string; an array's elements one per line.
 func (s *Server) Do(t testing.TB, args ...string) string {
 	t.Helper()
 	reply, err := s.do(args...)
@@ -216,7 +216,11 @@ func (s *Server) do(args ...string) (string, error) {
 	if _, err := c.Write([]byte(b.String())); err != nil {
 		return "", err
 	}
-	r := bufio.NewReader(c)
+	return readReply(bufio.NewReader(c))
+}
+
+// readReply reads one RESP2 reply; an array's elements come one per line.
+func readReply(r *bufio.Reader) (string, error) {
 	line, err := r.ReadString('\n')
 	if err != nil {
 		return "", err
@@ -241,6 +245,20 @@ func (s *Server) do(args ...string) (string, error) {
 			return "", err
 		}
 		return string(buf[:n]), nil
+	case '*':
+		n, err := strconv.Atoi(line[1:])
+		if err != nil {
+			return "", err
+		}
+		elems := make([]string, 0, max(n, 0))
+		for range n {
+			e, err := readReply(r)
+			if err != nil {
+				return "", err
+			}
+			elems = append(elems, e)
+		}
+		return strings.Join(elems, "\n"), nil
 	}
 	return "", fmt.Errorf("unexpected reply %q", line)
 }
