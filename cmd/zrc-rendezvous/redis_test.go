@@ -676,3 +676,64 @@ func shardSubscribers(t *testing.T, m *redistest.Server, channel string) int {
 	}
 	return n
 }
+
+// A Cluster master dies while a GET waits on one of its mailboxes: its
+// replica takes over, the node's sharded subscription follows it, and the
+// waiting GET gets the message posted after the failover. Meanwhile the
+// mailbox's POSTs answer 503 store_unavailable, and nothing crashes.
+func TestRedisClusterFailoverWhileWaiting(t *testing.T) {
+	rc := redistest.StartClusterWithReplicas(t, 3)
+	a, b := startClusterNode(t, rc), startClusterNode(t, rc)
+	box := mailboxID(3)
+	channel := "zrc:{" + box + "}:w"
+	slot := rc.Slot(t, channel)
+	master := rc.SlotOwner(t, slot)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	type result struct {
+		body string
+		ok   bool
+		err  error
+	}
+	got := make(chan result, 1)
+	go func() {
+		msg, ok, err := newClient(b.url).Get(ctx, box, 60*time.Second)
+		got <- result{string(msg.Body), ok, err}
+	}()
+	waitUntil(t, "node B to subscribe on the slot's master", func() bool { return shardSubscribers(t, master, channel) == 1 })
+	goroutines := metricValue(t, metricsText(t, b), "go_goroutines")
+
+	master.Kill()
+	refused := 0
+	for {
+		_, err := newClient(a.url).Post(ctx, box, []byte("after the failover"))
+		if err == nil {
+			break
+		}
+		var ce *client.Error
+		if !errors.As(err, &ce) || ce.Status != http.StatusServiceUnavailable || ce.Code != "store_unavailable" {
+			t.Fatalf("POST during the failover: %v; want 503 store_unavailable", err)
+		}
+		refused++
+		if ctx.Err() != nil {
+			t.Fatalf("no POST accepted within 90 s of the master's death (%d refused)", refused)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("%d POSTs answered 503 store_unavailable during the failover", refused)
+	r := <-got
+	if r.err != nil || !r.ok || r.body != "after the failover" {
+		t.Fatalf("the waiting GET: %+v; want the message posted after the failover", r)
+	}
+	promoted := rc.SlotOwner(t, slot)
+	if promoted == master {
+		t.Fatal("the dead master still owns the slot")
+	}
+	// The watch stays until the reaper's next sweep: on the new master.
+	if n := shardSubscribers(t, promoted, channel); n != 1 {
+		t.Fatalf("%d subscribers on the promoted master; want node B's", n)
+	}
+	if g := metricValue(t, metricsText(t, b), "go_goroutines"); g > goroutines+10 {
+		t.Fatalf("goroutines grew from %v to %v across the failover", goroutines, g)
+	}
+}

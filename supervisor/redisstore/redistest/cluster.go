@@ -2,46 +2,71 @@ package redistest
 
 import (
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
-// Cluster is a local Redis Cluster of masters without replicas, started
-// by a test: each master a Server of its own (free port, own directory,
-// stopped by PID when the test ends), joined with redis-cli --cluster
-// create, which spreads the 16,384 slots evenly.
+// Cluster is a local Redis Cluster, started by a test: each process a
+// Server of its own (free port, own directory, stopped by PID when the
+// test ends), joined with redis-cli --cluster create, which spreads the
+// 16,384 slots evenly over the masters.
 type Cluster struct {
-	Masters []*Server
+	Masters  []*Server
+	Replicas []*Server // as started; a failover may promote one
 }
 
-// StartCluster starts n masters with cluster mode on and joins them; it
-// returns once every master reports cluster_state:ok. Persistence is off,
-// as with Start.
+// StartCluster starts n masters without replicas, with cluster mode on,
+// and joins them; it returns once every master reports cluster_state:ok.
+// Persistence is off, as with Start.
 func StartCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	return startCluster(t, n, 0)
+}
+
+// StartClusterWithReplicas starts n masters (at least 3) with one
+// replica each; it returns once every replica is in sync with its master.
+func StartClusterWithReplicas(t testing.TB, n int) *Cluster {
+	t.Helper()
+	return startCluster(t, n, 1)
+}
+
+func startCluster(t testing.TB, n, replicas int) *Cluster {
 	t.Helper()
 	if _, err := exec.LookPath("redis-cli"); err != nil {
 		// redis-cli comes with redis-server (Debian package redis-tools).
 		Start(t) // skips or fails as a missing redis-server does
 	}
 	c := &Cluster{}
-	addrs := make([]string, n)
-	for i := range n {
-		s := Start(t, "--cluster-enabled", "yes", "--cluster-node-timeout", "2000")
-		c.Masters = append(c.Masters, s)
-		addrs[i] = s.Addr()
+	var all []*Server
+	for range n * (1 + replicas) {
+		all = append(all, Start(t, "--cluster-enabled", "yes", "--cluster-node-timeout", "2000"))
 	}
-	args := append([]string{"--cluster", "create"}, addrs...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	args := []string{"--cluster", "create"}
+	for _, s := range all {
+		args = append(args, s.Addr())
+	}
+	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
 	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
-	for _, s := range c.Masters {
+	for _, s := range all {
 		deadline := time.Now().Add(20 * time.Second)
-		for !strings.Contains(s.Do(t, "CLUSTER", "INFO"), "cluster_state:ok") {
+		for {
+			info := s.Do(t, "INFO", "replication")
+			ok := strings.Contains(s.Do(t, "CLUSTER", "INFO"), "cluster_state:ok")
+			if ok && strings.Contains(info, "role:master") {
+				c.Masters = append(c.Masters, s)
+				break
+			}
+			if ok && strings.Contains(info, "master_link_status:up") && !strings.Contains(info, "master_sync_in_progress:1") {
+				c.Replicas = append(c.Replicas, s)
+				break
+			}
 			if time.Now().After(deadline) {
-				t.Fatalf("the cluster did not reach state ok on %s: %s", s.Addr(), s.Do(t, "CLUSTER", "INFO"))
+				t.Fatalf("%s did not join the cluster: %s\n%s", s.Addr(), s.Do(t, "CLUSTER", "INFO"), info)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -66,7 +91,10 @@ func (c *Cluster) URL() string {
 // SlotOwner is the master that serves slot.
 func (c *Cluster) SlotOwner(t testing.TB, slot int) *Server {
 	t.Helper()
-	for _, s := range c.Masters {
+	for _, s := range slices.Concat(c.Masters, c.Replicas) {
+		if s.PID() == 0 || !strings.Contains(s.Do(t, "INFO", "replication"), "role:master") {
+			continue
+		}
 		id := s.Do(t, "CLUSTER", "MYID")
 		for _, line := range strings.Split(s.Do(t, "CLUSTER", "NODES"), "\n") {
 			f := strings.Fields(line)
