@@ -379,7 +379,7 @@ func newClient(opts Options) (redis.UniversalClient, *redis.Options, error) {
 		}
 		node := *base
 		node.Username, node.Password, node.TLSConfig = co.Username, co.Password, co.TLSConfig
-		// The hub's own connections only subscribe, and ask where slots went.
+		// The hub's clients for each master only make its pub/sub connection.
 		node.PoolSize = 1
 		return redis.NewClusterClient(co), &node, nil
 	case "sentinel":
