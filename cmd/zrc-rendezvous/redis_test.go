@@ -733,6 +733,9 @@ func TestRedisClusterFailoverWhileWaiting(t *testing.T) {
 	if n := shardSubscribers(t, promoted, channel); n != 1 {
 		t.Fatalf("%d subscribers on the promoted master; want node B's", n)
 	}
+	for _, node := range []*server{a, b} {
+		waitUntil(t, "the node's /health to say healthy again", func() bool { return health(t, node).Status == "healthy" })
+	}
 	if g := metricValue(t, metricsText(t, b), "go_goroutines"); g > goroutines+10 {
 		t.Fatalf("goroutines grew from %v to %v across the failover", goroutines, g)
 	}
