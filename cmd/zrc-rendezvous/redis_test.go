@@ -410,6 +410,29 @@ func TestRedisConnectionsBoundedByWaitingGETs(t *testing.T) {
 
 // redisClients counts the connections Redis holds (CLIENT LIST), this
 // one included.
+// On a Cluster: to each master, the pool (capped at 128) and one sharded
+// pub/sub connection carrying all of that master's waiting mailboxes.
+func TestRedisClusterConnectionsBoundedByWaitingGETs(t *testing.T) {
+	rc := redistest.StartCluster(t, 3)
+	node := startClusterNode(t, rc, "--max-connections", "5000")
+	cancel := parkPolls(t, node, 1000)
+	defer cancel()
+	for _, m := range rc.Masters {
+		list := m.Do(t, "CLIENT", "LIST")
+		// This test's own connection is counted too.
+		if n, limit := strings.Count(list, "\n"), 128+1+1; n > limit {
+			t.Fatalf("%d connections to master %s with 1,000 waiting GETs; want at most %d", n, m.Addr(), limit)
+		}
+		t.Logf("master %s: %d connections", m.Addr(), strings.Count(list, "\n")-1)
+		if n := strings.Count(list, " ssub=") - strings.Count(list, " ssub=0 "); n != 1 {
+			t.Fatalf("%d sharded pub/sub connections to master %s; want 1:\n%s", n, m.Addr(), list)
+		}
+	}
+	if subs := metricValue(t, metricsText(t, node), "zrc_rendezvous_store_subscriptions"); subs != 1000 {
+		t.Fatalf("subscriptions %v; want 1000 (one per mailbox with a waiter)", subs)
+	}
+}
+
 func redisClients(t *testing.T, rs *redistest.Server) int {
 	return strings.Count(rs.Do(t, "CLIENT", "LIST"), "\n")
 }
