@@ -16,7 +16,13 @@ import (
 // node opens one node's store on rs.
 func node(t *testing.T, rs *redistest.Server) *Store {
 	t.Helper()
-	s, err := New(Options{URL: rs.URL(), KeyPrefix: "zrc:", Timeout: time.Second, Lease: 10 * time.Second,
+	return nodeOn(t, rs.URL(), "standalone")
+}
+
+// nodeOn is node on the Redis at url, served as mode (redis_mode).
+func nodeOn(t *testing.T, url, mode string) *Store {
+	t.Helper()
+	s, err := New(Options{URL: url, Mode: mode, KeyPrefix: "zrc:", Timeout: time.Second, Lease: 10 * time.Second,
 		TTL: time.Minute, MaxQueueLength: 100, RequireNoEviction: true, Recheck: time.Hour, Metrics: metrics.NewSet()})
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,25 @@ import (
 func TestReserveSharesOneBucket(t *testing.T) {
 	rs := redistest.Start(t)
 	a, b := node(t, rs), node(t, rs)
+	checkReserveSharesOneBucket(t, a, b)
+	rs.Stop()
+	deadline := time.Now().Add(5 * time.Second)
+	for a.Available() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, _, err := a.Reserve("post:src", 1, 10, 1); err == nil {
+		t.Fatal("Reserve with Redis stopped succeeded")
+	}
+}
+
+// The same on a Redis Cluster: a bucket is one key in one slot.
+func TestReserveSharesOneBucketInACluster(t *testing.T) {
+	rc := redistest.StartCluster(t, 3)
+	checkReserveSharesOneBucket(t, nodeOn(t, rc.URL(), "cluster"), nodeOn(t, rc.URL(), "cluster"))
+}
+
+func checkReserveSharesOneBucket(t *testing.T, a, b *Store) {
+	t.Helper()
 	for _, step := range []struct {
 		s           *Store
 		want, got   int
@@ -38,13 +57,5 @@ func TestReserveSharesOneBucket(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	if got, _, err := b.Reserve("get:src", 1000, 10, 10); err != nil || got != 10 {
 		t.Fatalf("after refilling: granted %d, %v; want 10", got, err)
-	}
-	rs.Stop()
-	deadline := time.Now().Add(5 * time.Second)
-	for a.Available() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if _, _, err := a.Reserve("post:src", 1, 10, 1); err == nil {
-		t.Fatal("Reserve with Redis stopped succeeded")
 	}
 }

@@ -1,7 +1,9 @@
 package redisstore
 
 import (
+	"errors"
 	"testing"
+	"time"
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor/redisstore/redistest"
 )
@@ -16,5 +18,19 @@ func TestSlotOfMatchesRedis(t *testing.T) {
 	}
 	if got := slotOf("foo"); got != 12182 {
 		t.Errorf("slotOf(foo) = %d; want 12182 (Redis' documentation)", got)
+	}
+}
+
+// Each master holds a share of the queues: one that may evict keys
+// refuses the start, whichever it is.
+func TestClusterEvictingMasterRefused(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	if got := c.Masters[2].Do(t, "CONFIG", "SET", "maxmemory-policy", "allkeys-lru"); got != "OK" {
+		t.Fatalf("CONFIG SET: %s", got)
+	}
+	_, err := New(Options{URL: c.URL(), Mode: "cluster", KeyPrefix: "zrc:", Timeout: time.Second, Lease: time.Second,
+		TTL: time.Minute, MaxQueueLength: 10, RequireNoEviction: true})
+	if !errors.Is(err, ErrEvictingPolicy) {
+		t.Fatalf("New on a Cluster with an allkeys-lru master: %v; want ErrEvictingPolicy", err)
 	}
 }
