@@ -15,9 +15,16 @@ import (
 // ackBatch bounds one pipeline of acknowledgements.
 const ackBatch = 128
 
+// ackLinger is how long the acker waits after the first acknowledgement
+// of a pipeline for others to join it: at 1,000 deliveries a second on a
+// node, five per round trip instead of about one, which saved 5 % of the
+// CPU per delivered message (nodes and Redis) on one node and on three.
+// A lease outlasts it many times over.
+const ackLinger = 5 * time.Millisecond
+
 // acker sends acknowledgements in pipelines: one goroutine takes what has
-// queued up while the last pipeline was on its way, so that under load a
-// round trip carries many, and when idle an acknowledgement goes at once.
+// queued up within ackLinger of the first, and while the last pipeline was
+// on its way, so that a round trip carries many.
 // An acknowledgement only shortens a lease, so a late or lost one costs
 // a redelivery, never a message.
 type acker struct {
@@ -62,6 +69,7 @@ func (a *acker) run() {
 	batch := make([]ack, 0, ackBatch)
 	for first := range a.in {
 		batch = append(batch[:0], first)
+		time.Sleep(ackLinger)
 	more:
 		for len(batch) < ackBatch {
 			select {
