@@ -215,7 +215,8 @@ func (h *hub) receive(ctx context.Context, c *subConn, own string) {
 					if !w.isConfirmed {
 						w.isConfirmed = true
 						close(w.confirmed)
-					} else if w.moved {
+					}
+					if w.moved {
 						again = watched{w.q, w.wake}
 					}
 					w.moved, w.ended = false, false

@@ -178,7 +178,7 @@ func (sh *shards) place(ctx context.Context) bool {
 		if addr == c.addr && ended {
 			// Redis ended it, yet this master still serves the slot as far
 			// as the slots read say: ask again (a MOVED reply sends us on).
-			w.moved = w.isConfirmed
+			w.moved = true
 			settled = false
 		}
 		c.mu.Unlock()
@@ -229,7 +229,7 @@ func (sh *shards) move(ctx context.Context, w *watch, from, to *subConn) {
 	}
 	to.mu.Lock()
 	to.subs[ch] = w
-	w.moved = w.isConfirmed // take again once confirmed
+	w.moved = true // take again once confirmed: posts meanwhile woke nobody
 	w.ended = false
 	to.mu.Unlock()
 	sh.placed[ch] = to
