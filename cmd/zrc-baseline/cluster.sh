@@ -58,19 +58,6 @@ for r in $(seq 1 "$ROUNDS"); do
 		for p in "${run_pids[@]}" "${rpids[@]}"; do kill "$p"; wait "$p" 2>/dev/null || true; done
 	done
 done
-python3 - "$bin" "$ROUNDS" <<'PY'
-import json, statistics, sys
-d, n = sys.argv[1], int(sys.argv[2])
-runs = {w: [json.load(open(f"{d}/{w}-{r}.json")) for r in range(1, n + 1)] for w in ("single", "cluster")}
-def med(w, f): return statistics.median(f(j) for j in runs[w])
-cpu = lambda j: j["server"]["cpu_us_per_delivered"]
-for w in runs:
-    v = runs[w]
-    print(f"{w}: cpu_us/msg {[round(cpu(j)) for j in v]} (median {med(w, cpu):.0f}), p99 ms {[round(j['latency_ms']['p99'], 1) for j in v]},"
-          f" delivered/s {[round(j['throughput']['delivered_per_sec']) for j in v]}, lost {[j['verification']['lost'] for j in v]}, duplicated {[j['verification']['duplicated'] for j in v]}")
-def ratio(a, b, f):
-    v = [f(x) / f(y) for x, y in zip(runs[a], runs[b])]
-    return f"{statistics.median(v):.2f}x  (rounds: {', '.join(f'{x:.2f}' for x in v)})"
-print("CPU per delivered message, three nodes on a three-master Cluster / on one Redis:", ratio("cluster", "single", cpu))
-print("p99 delivery latency, the same:                                                ", ratio("cluster", "single", lambda j: j["latency_ms"]["p99"]))
-PY
+python3 cmd/zrc-baseline/rounds.py "$bin" "$ROUNDS" single,cluster \
+	"cluster/single:cpu:CPU per delivered message, three nodes on a three-master Cluster / on one Redis" \
+	"cluster/single:p99:p99 delivery latency, the same"

@@ -45,23 +45,10 @@ for r in $(seq 1 "$ROUNDS"); do
 		if [ "$which" != memory ]; then kill "$rpid"; wait "$rpid" 2>/dev/null || true; fi
 	done
 done
-python3 - "$bin" "$ROUNDS" <<'PY'
-import json, statistics, sys
-d, n = sys.argv[1], int(sys.argv[2])
-runs = {w: [json.load(open(f"{d}/{w}-{r}.json")) for r in range(1, n + 1)] for w in ("memory", "redis1", "redis1p1", "redis3", "redis3p1")}
-def med(w, f): return statistics.median(f(j) for j in runs[w])
-cpu = lambda j: j["server"]["cpu_us_per_delivered"]
-for w in runs:
-    v = runs[w]
-    print(f"{w}: cpu_us/msg {[round(cpu(j)) for j in v]} (median {med(w, cpu):.0f}), p99 ms {[round(j['latency_ms']['p99'], 1) for j in v]},"
-          f" delivered/s {[round(j['throughput']['delivered_per_sec']) for j in v]}, lost {[j['verification']['lost'] for j in v]}, duplicated {[j['verification']['duplicated'] for j in v]}")
-def ratio(a, b, f):
-    v = [f(x) / f(y) for x, y in zip(runs[a], runs[b])]
-    return f"{statistics.median(v):.2f}x  (rounds: {', '.join(f'{x:.2f}' for x in v)})"
-print("CPU per delivered message, one Redis node (with Redis) / memory store:", ratio("redis1", "memory", cpu))
-print("CPU per delivered message, three Redis nodes (with Redis) / one:     ", ratio("redis3", "redis1", cpu))
-print("  the same, each of the three nodes at GOMAXPROCS=1:                ", ratio("redis3p1", "redis1", cpu))
-print("  the same, every node at GOMAXPROCS=1 (three / one):                ", ratio("redis3p1", "redis1p1", cpu))
-print("p99 delivery latency, one Redis node / memory store:                  ", ratio("redis1", "memory", lambda j: j["latency_ms"]["p99"]))
-print("p99 delivery latency, three Redis nodes / one:                        ", ratio("redis3", "redis1", lambda j: j["latency_ms"]["p99"]))
-PY
+python3 cmd/zrc-baseline/rounds.py "$bin" "$ROUNDS" memory,redis1,redis1p1,redis3,redis3p1 \
+	"redis1/memory:cpu:CPU per delivered message, one Redis node (with Redis) / memory store" \
+	"redis3/redis1:cpu:CPU per delivered message, three Redis nodes (with Redis) / one" \
+	"redis3p1/redis1:cpu:  the same, each of the three nodes at GOMAXPROCS=1" \
+	"redis3p1/redis1p1:cpu:  the same, every node at GOMAXPROCS=1 (three / one)" \
+	"redis1/memory:p99:p99 delivery latency, one Redis node / memory store" \
+	"redis3/redis1:p99:p99 delivery latency, three Redis nodes / one"

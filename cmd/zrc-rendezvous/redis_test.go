@@ -576,23 +576,7 @@ func sentinelFailover(t *testing.T, replicas, waitReplicas int) {
 	goroutines := metricValue(t, metricsText(t, node), "go_goroutines")
 
 	master.Kill()
-	refused := 0
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		_, err := cl.Post(ctx, mailboxID(1), []byte("probe"))
-		if err == nil {
-			break
-		}
-		var ce *client.Error
-		if !errors.As(err, &ce) || ce.Status != http.StatusServiceUnavailable || ce.Code != "store_unavailable" {
-			t.Fatalf("POST during the failover: %v; want 503 store_unavailable", err)
-		}
-		refused++
-		if time.Now().After(deadline) {
-			t.Fatalf("the node did not serve again within 60 s of the master's death (%d POSTs refused)", refused)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	refused := postThroughFailover(t, cl, mailboxID(1), "probe")
 	t.Logf("%d POSTs answered 503 store_unavailable during the failover", refused)
 	for i := range n {
 		if _, err := cl.Post(ctx, mailboxID(0), []byte("after "+strconv.Itoa(i))); err != nil {
@@ -653,16 +637,7 @@ func TestRedisClusterSlotMoveWhileWaiting(t *testing.T) {
 	if msg, ok, err := newClient(b.url).Get(ctx, box, 0); !ok || err != nil || string(msg.Body) != "before" {
 		t.Fatalf("GET before the move: %q %v %v", msg.Body, ok, err)
 	}
-	type result struct {
-		body string
-		ok   bool
-		err  error
-	}
-	got := make(chan result, 1)
-	go func() {
-		msg, ok, err := newClient(b.url).Get(ctx, box, 20*time.Second)
-		got <- result{string(msg.Body), ok, err}
-	}()
+	got := startGET(ctx, b, box, 20*time.Second)
 	waitUntil(t, "node B to subscribe on the slot's master", func() bool { return shardSubscribers(t, from, channel) == 1 })
 
 	rc.MoveSlot(t, slot, to)
@@ -689,6 +664,46 @@ func TestRedisClusterSlotMoveWhileWaiting(t *testing.T) {
 	}
 }
 
+// postThroughFailover posts body to box every 100 ms until it is
+// accepted, within 60 s, and returns how many POSTs were refused before:
+// each must be 503 store_unavailable.
+func postThroughFailover(t *testing.T, cl *client.Client, box, body string) int {
+	t.Helper()
+	refused := 0
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		_, err := cl.Post(context.Background(), box, []byte(body))
+		if err == nil {
+			return refused
+		}
+		var ce *client.Error
+		if !errors.As(err, &ce) || ce.Status != http.StatusServiceUnavailable || ce.Code != "store_unavailable" {
+			t.Fatalf("POST during the failover: %v; want 503 store_unavailable", err)
+		}
+		refused++
+		if time.Now().After(deadline) {
+			t.Fatalf("no POST accepted within 60 s of the master's death (%d refused)", refused)
+		}
+	}
+}
+
+// getResult is what one GET answered.
+type getResult struct {
+	body string
+	ok   bool
+	err  error
+}
+
+// startGET sends a GET waiting up to wait to node in the background; its
+// answer comes on the channel.
+func startGET(ctx context.Context, node *server, box string, wait time.Duration) <-chan getResult {
+	got := make(chan getResult, 1)
+	go func() {
+		msg, ok, err := newClient(node.url).Get(ctx, box, wait)
+		got <- getResult{string(msg.Body), ok, err}
+	}()
+	return got
+}
+
 // shardSubscribers is how many clients of m subscribe channel (sharded).
 func shardSubscribers(t *testing.T, m *redistest.Server, channel string) int {
 	t.Helper()
@@ -713,36 +728,12 @@ func TestRedisClusterFailoverWhileWaiting(t *testing.T) {
 	master := rc.SlotOwner(t, slot)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	type result struct {
-		body string
-		ok   bool
-		err  error
-	}
-	got := make(chan result, 1)
-	go func() {
-		msg, ok, err := newClient(b.url).Get(ctx, box, 60*time.Second)
-		got <- result{string(msg.Body), ok, err}
-	}()
+	got := startGET(ctx, b, box, 60*time.Second)
 	waitUntil(t, "node B to subscribe on the slot's master", func() bool { return shardSubscribers(t, master, channel) == 1 })
 	goroutines := metricValue(t, metricsText(t, b), "go_goroutines")
 
 	master.Kill()
-	refused := 0
-	for {
-		_, err := newClient(a.url).Post(ctx, box, []byte("after the failover"))
-		if err == nil {
-			break
-		}
-		var ce *client.Error
-		if !errors.As(err, &ce) || ce.Status != http.StatusServiceUnavailable || ce.Code != "store_unavailable" {
-			t.Fatalf("POST during the failover: %v; want 503 store_unavailable", err)
-		}
-		refused++
-		if ctx.Err() != nil {
-			t.Fatalf("no POST accepted within 90 s of the master's death (%d refused)", refused)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	refused := postThroughFailover(t, newClient(a.url), box, "after the failover")
 	t.Logf("%d POSTs answered 503 store_unavailable during the failover", refused)
 	r := <-got
 	if r.err != nil || !r.ok || r.body != "after the failover" {
