@@ -645,6 +645,10 @@ func TestRedisClusterSlotMoveWhileWaiting(t *testing.T) {
 	if n := shardSubscribers(t, from, channel); n != 0 {
 		t.Fatalf("%d subscribers left on the slot's old master; want 0", n)
 	}
+	// One move, or more when the slots first read were older than it.
+	if n := metricValue(t, metricsText(t, b), "zrc_rendezvous_store_subscriptions_moved_total"); n < 1 {
+		t.Fatalf("zrc_rendezvous_store_subscriptions_moved_total %v; want at least 1", n)
+	}
 	select {
 	case r := <-got:
 		t.Fatalf("the waiting GET ended before the post: %+v", r)

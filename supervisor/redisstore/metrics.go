@@ -33,6 +33,7 @@ type storeMetrics struct {
 	redelivered *metrics.Counter // messages back from an expired lease
 	reconnects  *metrics.Counter // pub/sub connections regained
 	pushed      *metrics.Counter // messages another node's post leased to a waiter here
+	moved       *metrics.Counter // Cluster watches subscribed again on their slot's master
 }
 
 // newStoreMetrics registers the store's series on set; nil: a private
@@ -49,6 +50,7 @@ func newStoreMetrics(set *metrics.Set) storeMetrics {
 	m.redelivered = set.NewCounter("zrc_rendezvous_store_lease_redeliveries_total")
 	m.reconnects = set.NewCounter("zrc_rendezvous_store_pubsub_reconnects_total")
 	m.pushed = set.NewCounter("zrc_rendezvous_store_pushed_total")
+	m.moved = set.NewCounter("zrc_rendezvous_store_subscriptions_moved_total")
 	return m
 }
 

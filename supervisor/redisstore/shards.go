@@ -194,6 +194,7 @@ func (sh *shards) place(ctx context.Context) bool {
 		case addr != c.addr:
 			sh.move(ctx, w, c, sh.master(addr))
 		case ended:
+			sh.h.s.m.moved.Inc()
 			_ = c.ps.SSubscribe(ctx, ch)
 		}
 	}
@@ -233,6 +234,7 @@ func (sh *shards) move(ctx context.Context, w *watch, from, to *subConn) {
 	w.ended = false
 	to.mu.Unlock()
 	sh.placed[ch] = to
+	sh.h.s.m.moved.Inc()
 	_ = to.ps.SSubscribe(ctx, ch)
 }
 
