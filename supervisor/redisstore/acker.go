@@ -95,8 +95,8 @@ func (a *acker) send(batch []ack) {
 	exec := func() ([]redis.Cmder, error) {
 		pipe := s.rdb.Pipeline()
 		for _, x := range batch {
-			q := s.newQueue(x.id)
-			ackScript.EvalSha(ctx, pipe, q.keys[:], strconv.FormatUint(x.seq, 10))
+			keys, _ := s.mailboxKeys(x.id)
+			ackScript.EvalSha(ctx, pipe, keys[:], strconv.FormatUint(x.seq, 10))
 		}
 		return pipe.Exec(ctx)
 	}

@@ -58,9 +58,9 @@ type subConn struct {
 type watch struct {
 	q    *queue
 	wake actor.Waker
-	// confirmed is closed when Redis confirms the subscription.
-	confirmed   chan struct{}
-	isConfirmed bool
+	// confirmed is closed, and forgotten, when Redis first confirms the
+	// subscription; nil after that. Only the watch call waits on it.
+	confirmed chan struct{}
 	// ended: a Cluster master ended the subscription (its slot moved).
 	// moved: the watch was subscribed again, on the slot's new master or
 	// after ended, and takes again once that is confirmed.
@@ -104,22 +104,23 @@ func (h *hub) watch(q *queue, wake actor.Waker) error {
 		c.mu.Unlock()
 		return nil
 	}
-	w := &watch{q: q, wake: wake, confirmed: make(chan struct{})}
+	confirmed := make(chan struct{})
+	w := &watch{q: q, wake: wake, confirmed: confirmed}
 	c.subs[q.channel] = w
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), h.s.opts.Timeout)
 	defer cancel()
-	return w.await(ctx, c.ps.Subscribe(ctx, q.channel))
+	return await(ctx, confirmed, c.ps.Subscribe(ctx, q.channel))
 }
 
 // await waits, after a subscription request that returned err, for Redis
-// to confirm it.
-func (w *watch) await(ctx context.Context, err error) error {
+// to confirm it (close confirmed).
+func await(ctx context.Context, confirmed chan struct{}, err error) error {
 	if err != nil {
 		return err
 	}
 	select {
-	case <-w.confirmed:
+	case <-confirmed:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -212,9 +213,9 @@ func (h *hub) receive(ctx context.Context, c *subConn, own string) {
 				var again watched
 				if w := c.subs[m.Channel]; w != nil {
 					w.q.subscribed.Store(true)
-					if !w.isConfirmed {
-						w.isConfirmed = true
+					if w.confirmed != nil {
 						close(w.confirmed)
+						w.confirmed = nil
 					}
 					if w.moved {
 						again = watched{w.q, w.wake}

@@ -46,9 +46,39 @@ type queue struct {
 }
 
 func (s *Store) newQueue(id actor.ID) *queue {
-	h := id.String()
-	return &queue{s: s, id: id, channel: s.key(h, "w"),
-		keys: [5]string{s.key(h, "q"), s.key(h, "s"), s.key(h, "l"), s.key(h, "m"), s.key(h, "c")}}
+	q := &queue{s: s, id: id}
+	q.keys, q.channel = s.mailboxKeys(id)
+	return q
+}
+
+// keySuffixes name a mailbox's keys in lua/common.lua's order, then its
+// wake-up channel.
+const keySuffixes = "qslmcw"
+
+// mailboxKeys names id's keys and its wake-up channel
+// ("<prefix>{<hex id>}:<suffix>"), all cut from one string: a mailbox's
+// names cost one allocation, which the acker makes for every message.
+func (s *Store) mailboxKeys(id actor.ID) (keys [5]string, channel string) {
+	const digits = "0123456789abcdef"
+	prefix := s.opts.KeyPrefix
+	one := len(prefix) + 2*actor.IDLen + 4
+	var b strings.Builder
+	b.Grow(len(keySuffixes) * one)
+	for i := range len(keySuffixes) {
+		b.WriteString(prefix)
+		b.WriteByte('{')
+		for _, c := range id {
+			b.WriteByte(digits[c>>4])
+			b.WriteByte(digits[c&15])
+		}
+		b.WriteString("}:")
+		b.WriteByte(keySuffixes[i])
+	}
+	all := b.String()
+	for i := range keys {
+		keys[i] = all[i*one : (i+1)*one]
+	}
+	return keys, all[len(keys)*one:]
 }
 
 // hexID is the id in hex, the hash tag of its keys: read out of the

@@ -3,8 +3,33 @@ package redisstore
 import (
 	"bytes"
 	"strconv"
+	"strings"
 	"testing"
+
+	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
 )
+
+// A mailbox's keys and channel are "<prefix>{<hex id>}:<suffix>", in
+// lua/common.lua's order, and the queue reads its hex id back from them.
+func TestMailboxKeys(t *testing.T) {
+	var id actor.ID
+	for i := range id {
+		id[i] = byte(i * 9)
+	}
+	hexID := id.String()
+	q := (&Store{opts: Options{KeyPrefix: "rdv1:"}}).newQueue(id)
+	for i, suffix := range strings.Split("q s l m c", " ") {
+		if want := "rdv1:{" + hexID + "}:" + suffix; q.keys[i] != want {
+			t.Errorf("key %d = %q; want %q", i, q.keys[i], want)
+		}
+	}
+	if want := "rdv1:{" + hexID + "}:w"; q.channel != want {
+		t.Errorf("channel = %q; want %q", q.channel, want)
+	}
+	if q.hexID() != hexID {
+		t.Errorf("hexID = %q; want %q", q.hexID(), hexID)
+	}
+}
 
 // An entry as the post script writes it decodes to its sequence, arrival
 // and body, whatever bytes the body holds.

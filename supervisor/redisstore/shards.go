@@ -108,7 +108,8 @@ func (sh *shards) watch(q *queue, wake actor.Waker) error {
 		sh.mu.Unlock()
 		return errNoMaster
 	}
-	w := &watch{q: q, wake: wake, confirmed: make(chan struct{})}
+	confirmed := make(chan struct{})
+	w := &watch{q: q, wake: wake, confirmed: confirmed}
 	addr := sh.owner(slotOf(ch))
 	if addr == "" {
 		sh.unplaced[ch] = w
@@ -123,7 +124,7 @@ func (sh *shards) watch(q *queue, wake actor.Waker) error {
 	sh.placed[ch] = c
 	err := c.ps.SSubscribe(ctx, ch)
 	sh.mu.Unlock()
-	return w.await(ctx, err)
+	return await(ctx, confirmed, err)
 }
 
 // unwatch ends q's watch and reports whether there was one.

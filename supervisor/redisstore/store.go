@@ -282,9 +282,8 @@ func (s *Store) key(hexID, suffix string) string {
 // call runs script with a deadline of Timeout, timing it and counting its
 // failure, and turns Redis' failures into the engine's errors.
 func (s *Store) call(op op, script *redis.Script, keys []string, args ...any) (any, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.Timeout)
-	defer cancel()
 	start := time.Now()
+	ctx := deadline{context.Background(), start.Add(s.opts.Timeout)}
 	var res any
 	var err error
 	if op == opPost && s.opts.WaitReplicas > 0 {
@@ -297,6 +296,27 @@ func (s *Store) call(op op, script *redis.Script, keys []string, args ...any) (a
 		return nil, s.failed(op, err)
 	}
 	return res, nil
+}
+
+// deadline is a context that carries a deadline and nothing to wait on:
+// go-redis sets each connection's read and write deadlines from it, and
+// waits for a pooled connection at most PoolTimeout (which is Timeout)
+// rather than on Done. Unlike context.WithTimeout it needs no timer and
+// no channel, which every store call made and dropped: on a burst of new
+// long-polls that garbage was a good part of what the node's memory grew
+// by.
+type deadline struct {
+	context.Context
+	at time.Time
+}
+
+func (d deadline) Deadline() (time.Time, bool) { return d.at, true }
+
+func (d deadline) Err() error {
+	if !time.Now().Before(d.at) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // postAndWait runs the post script and WAIT on one connection to the
