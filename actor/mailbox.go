@@ -24,6 +24,7 @@ package actor
 
 import (
 	"context"
+	"errors"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -568,7 +569,10 @@ func (c *getCmd) handle(m *Mailbox) {
 		// Watch before the take, so that a message posted elsewhere
 		// after the take wakes this actor: one take for a new long-poll.
 		// A failed watch is retried by the store (see Queue.Watch).
-		m.q.Watch(m)
+		if errors.Is(m.q.Watch(m), ErrWatchPending) {
+			m.park(w) // the store wakes this actor once the watch holds: its oldest waiter takes then
+			return
+		}
 	}
 	d, err := m.q.Take(now)
 	m.held()

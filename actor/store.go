@@ -9,6 +9,11 @@ import (
 // (Z13). Nothing was accepted or taken by the call that failed.
 var ErrStoreUnavailable = errors.New("message store is unavailable")
 
+// ErrWatchPending: Queue.Watch has asked the store for wake-ups, and the
+// store wakes the actor once they hold; until then a take could miss a
+// post that no wake-up would tell of.
+var ErrWatchPending = errors.New("the watch holds once the store confirms it")
+
 // Queue holds one mailbox's messages: in this process (the default; see
 // Start) or in a store that several nodes share (StartShared; package
 // supervisor/redisstore). Only the mailbox's actor calls it, one call at a
@@ -31,11 +36,15 @@ type Queue interface {
 	// PutBack returns a taken message to the head of the queue (Z2).
 	PutBack(msg Message) error
 	// Watch asks the store to call w.Wake whenever a message may have
-	// arrived that another node posted, from the moment Watch returns:
-	// a take after it misses nothing that a wake-up would not tell. On
-	// an error the store keeps trying to watch, and meanwhile wakes w now
-	// and then whatever was posted. A queue in this process sees every
-	// post itself: it never wakes anyone.
+	// arrived that another node posted. nil: that holds from the moment
+	// Watch returns, so a take after it misses nothing that a wake-up
+	// would not tell. ErrWatchPending: it holds once the store confirms
+	// it, and the store calls w.Wake then; the caller parks its waiter
+	// rather than take, and takes on that wake-up (so no actor waits on
+	// the network for the confirmation). On another error the store keeps
+	// trying to watch, and meanwhile wakes w now and then whatever was
+	// posted. A queue in this process sees every post itself: it never
+	// wakes anyone.
 	Watch(w Waker) error
 	// Unwatch ends a watch; wake is not called after it returns.
 	Unwatch()

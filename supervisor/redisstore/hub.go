@@ -58,13 +58,11 @@ type subConn struct {
 type watch struct {
 	q    *queue
 	wake actor.Waker
-	// confirmed is closed, and forgotten, when Redis first confirms the
-	// subscription; nil after that. Only the watch call waits on it.
-	confirmed chan struct{}
-	// ended: a Cluster master ended the subscription (its slot moved).
-	// moved: the watch was subscribed again, on the slot's new master or
-	// after ended, and takes again once that is confirmed.
-	ended, moved bool
+	// retake: once Redis confirms the subscription, wake the actor so that
+	// it takes (a new watch, one moved to a Cluster slot's new master, or
+	// one subscribed again after its master ended it). ended: a Cluster
+	// master ended the subscription (its slot moved).
+	retake, ended bool
 }
 
 func newHub(s *Store) *hub {
@@ -89,8 +87,9 @@ func newHub(s *Store) *hub {
 	return h
 }
 
-// watch subscribes q's channel and waits for Redis to confirm it, so
-// that every post after it is published to this node. On a failure the
+// watch subscribes q's channel and returns actor.ErrWatchPending: the
+// actor is woken once Redis confirms the subscription, so that its take
+// comes after every post that no wake-up reaches. On a failure the
 // watch stays: the pub/sub connection subscribes it again when it is
 // back, and the recheck looks meanwhile.
 func (h *hub) watch(q *queue, wake actor.Waker) error {
@@ -101,30 +100,19 @@ func (h *hub) watch(q *queue, wake actor.Waker) error {
 	c.mu.Lock()
 	if w := c.subs[q.channel]; w != nil {
 		w.wake = wake
+		pending := w.retake
 		c.mu.Unlock()
+		if pending {
+			return actor.ErrWatchPending
+		}
 		return nil
 	}
-	confirmed := make(chan struct{})
-	w := &watch{q: q, wake: wake, confirmed: confirmed}
-	c.subs[q.channel] = w
+	c.subs[q.channel] = &watch{q: q, wake: wake, retake: true}
 	c.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), h.s.opts.Timeout)
-	defer cancel()
-	return await(ctx, confirmed, c.ps.Subscribe(ctx, q.channel))
-}
-
-// await waits, after a subscription request that returned err, for Redis
-// to confirm it (close confirmed).
-func await(ctx context.Context, confirmed chan struct{}, err error) error {
-	if err != nil {
+	if err := c.ps.Subscribe(h.s.callContext(), q.channel); err != nil {
 		return err
 	}
-	select {
-	case <-confirmed:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return actor.ErrWatchPending
 }
 
 // unwatch ends q's watch and reports whether there was one.
@@ -213,18 +201,14 @@ func (h *hub) receive(ctx context.Context, c *subConn, own string) {
 				var again watched
 				if w := c.subs[m.Channel]; w != nil {
 					w.q.subscribed.Store(true)
-					if w.confirmed != nil {
-						close(w.confirmed)
-						w.confirmed = nil
-					}
-					if w.moved {
+					if w.retake {
 						again = watched{w.q, w.wake}
 					}
-					w.moved, w.ended = false, false
+					w.retake, w.ended = false, false
 				}
 				c.mu.Unlock()
 				if again.q != nil {
-					again.nudge() // subscribe first, then take again
+					again.nudge() // subscribed first, then take
 				}
 			case "sunsubscribe":
 				// Redis ends a sharded subscription itself when the

@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"bytes"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
@@ -91,13 +92,24 @@ func take(t *testing.T, q actor.Queue, want string) actor.Delivery {
 
 // waitOn watches q and takes from it, finding it empty, as a long-poll
 // about to wait does: the take claims the mailbox for q's node.
-func waitOn(t *testing.T, q actor.Queue, w actor.Waker) {
+func waitOn(t *testing.T, q actor.Queue, w waker) {
 	t.Helper()
-	if err := q.Watch(w); err != nil {
-		t.Fatal(err)
-	}
+	watchOn(t, q, w)
 	if d, err := q.Take(time.Now()); err != nil || d.OK {
 		t.Fatalf("take = %+v, %v; want empty", d, err)
+	}
+}
+
+// watchOn watches q and waits until the watch holds: Redis confirmed
+// it and w was woken for the take.
+func watchOn(t *testing.T, q actor.Queue, w waker) {
+	t.Helper()
+	if err := q.Watch(w); !errors.Is(err, actor.ErrWatchPending) {
+		t.Fatalf("Watch = %v; want ErrWatchPending", err)
+	}
+	w.wait(t)
+	if err := q.Watch(w); err != nil {
+		t.Fatalf("Watch once confirmed = %v; want nil", err)
 	}
 }
 

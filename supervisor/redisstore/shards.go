@@ -82,38 +82,39 @@ func (sh *shards) run() {
 	}
 }
 
-// watch places q's watch on the connection to its slot's master and waits
-// for Redis to confirm the subscription. With no master known it keeps
-// the watch unplaced (the recheck wakes it meanwhile) and fails.
+// watch places q's watch on the connection to its slot's master and
+// subscribes it there (actor.ErrWatchPending: the actor is woken once
+// Redis confirms it, as on one Redis). With no master known it keeps the
+// watch unplaced (the recheck wakes it meanwhile) and fails.
 func (sh *shards) watch(q *queue, wake actor.Waker) error {
-	ctx, cancel := context.WithTimeout(context.Background(), sh.h.s.opts.Timeout)
-	defer cancel()
 	sh.mu.Lock()
 	known := sh.ranges != nil
 	sh.mu.Unlock()
 	if !known {
-		sh.place(ctx) // the first watch: learn the slots
+		sh.place(context.Background()) // the first watch: learn the slots
 	}
 	ch := q.channel
 	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	if c := sh.placed[ch]; c != nil {
 		c.mu.Lock()
-		c.subs[ch].wake = wake
+		w := c.subs[ch]
+		w.wake = wake
+		pending := w.retake
 		c.mu.Unlock()
-		sh.mu.Unlock()
+		if pending {
+			return actor.ErrWatchPending
+		}
 		return nil
 	}
 	if w := sh.unplaced[ch]; w != nil {
 		w.wake = wake
-		sh.mu.Unlock()
 		return errNoMaster
 	}
-	confirmed := make(chan struct{})
-	w := &watch{q: q, wake: wake, confirmed: confirmed}
+	w := &watch{q: q, wake: wake, retake: true}
 	addr := sh.owner(slotOf(ch))
 	if addr == "" {
 		sh.unplaced[ch] = w
-		sh.mu.Unlock()
 		sh.kick()
 		return errNoMaster
 	}
@@ -122,9 +123,10 @@ func (sh *shards) watch(q *queue, wake actor.Waker) error {
 	c.subs[ch] = w
 	c.mu.Unlock()
 	sh.placed[ch] = c
-	err := c.ps.SSubscribe(ctx, ch)
-	sh.mu.Unlock()
-	return await(ctx, confirmed, err)
+	if err := c.ps.SSubscribe(sh.h.s.callContext(), ch); err != nil {
+		return err
+	}
+	return actor.ErrWatchPending
 }
 
 // unwatch ends q's watch and reports whether there was one.
@@ -179,7 +181,7 @@ func (sh *shards) place(ctx context.Context) bool {
 		if addr == c.addr && ended {
 			// Redis ended it, yet this master still serves the slot as far
 			// as the slots read say: ask again (a MOVED reply sends us on).
-			w.moved = true
+			w.retake = true
 			settled = false
 		}
 		c.mu.Unlock()
@@ -231,7 +233,7 @@ func (sh *shards) move(ctx context.Context, w *watch, from, to *subConn) {
 	}
 	to.mu.Lock()
 	to.subs[ch] = w
-	w.moved = true // take again once confirmed: posts meanwhile woke nobody
+	w.retake = true // take again once confirmed: posts meanwhile woke nobody
 	w.ended = false
 	to.mu.Unlock()
 	sh.placed[ch] = to

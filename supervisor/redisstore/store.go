@@ -283,7 +283,7 @@ func (s *Store) key(hexID, suffix string) string {
 // failure, and turns Redis' failures into the engine's errors.
 func (s *Store) call(op op, script *redis.Script, keys []string, args ...any) (any, error) {
 	start := time.Now()
-	ctx := deadline{context.Background(), start.Add(s.opts.Timeout)}
+	ctx := s.callContext()
 	var res any
 	var err error
 	if op == opPost && s.opts.WaitReplicas > 0 {
@@ -317,6 +317,11 @@ func (d deadline) Err() error {
 		return context.DeadlineExceeded
 	}
 	return nil
+}
+
+// callContext bounds one store call by Timeout from now.
+func (s *Store) callContext() context.Context {
+	return deadline{context.Background(), time.Now().Add(s.opts.Timeout)}
 }
 
 // postAndWait runs the post script and WAIT on one connection to the
