@@ -36,8 +36,8 @@ func StartClusterWithReplicas(t testing.TB, n int) *Cluster {
 func startCluster(t testing.TB, n, replicas int) *Cluster {
 	t.Helper()
 	if _, err := exec.LookPath("redis-cli"); err != nil {
-		// redis-cli comes with redis-server (Debian package redis-tools).
 		Start(t) // skips or fails as a missing redis-server does
+		missing(t, "redis-cli not found on PATH: install the Debian package redis-tools (redis-server depends on it) to run the Redis Cluster tests")
 	}
 	c := &Cluster{}
 	var all []*Server
