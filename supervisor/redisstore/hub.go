@@ -157,8 +157,8 @@ func (h *hub) subConns() []*subConn {
 	return h.conns[:]
 }
 
-// receive serves one pub/sub connection: confirmations release watch,
-// messages wake their actor. After a failure it waits (backing off) and
+// receive serves one pub/sub connection: a confirmation wakes the actor
+// of a watch that waits for it (retake), messages wake their actor. After a failure it waits (backing off) and
 // reads again, which reconnects and subscribes every channel again; the
 // first confirmation after that wakes every mailbox on the connection,
 // since wake-ups may have been lost meanwhile. own is the node's push
