@@ -97,22 +97,33 @@ func (h *hub) watch(q *queue, wake actor.Waker) error {
 		return h.shards.watch(q, wake)
 	}
 	c := h.conns[connOf(q.id)]
-	c.mu.Lock()
-	if w := c.subs[q.channel]; w != nil {
-		w.wake = wake
-		pending := w.retake
-		c.mu.Unlock()
-		if pending {
-			return actor.ErrWatchPending
-		}
-		return nil
+	if ok, err := c.rewatch(q.channel, wake); ok {
+		return err
 	}
+	c.mu.Lock()
 	c.subs[q.channel] = &watch{q: q, wake: wake, retake: true}
 	c.mu.Unlock()
 	if err := c.ps.Subscribe(h.s.callContext(), q.channel); err != nil {
 		return err
 	}
 	return actor.ErrWatchPending
+}
+
+// rewatch gives channel's watch on c, if it has one (ok), the actor's
+// waker of the moment; err is actor.ErrWatchPending while Redis has not
+// confirmed the subscription.
+func (c *subConn) rewatch(channel string, wake actor.Waker) (ok bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w := c.subs[channel]
+	if w == nil {
+		return false, nil
+	}
+	w.wake = wake
+	if w.retake {
+		return true, actor.ErrWatchPending
+	}
+	return true, nil
 }
 
 // unwatch ends q's watch and reports whether there was one.

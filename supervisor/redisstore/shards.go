@@ -97,15 +97,8 @@ func (sh *shards) watch(q *queue, wake actor.Waker) error {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if c := sh.placed[ch]; c != nil {
-		c.mu.Lock()
-		w := c.subs[ch]
-		w.wake = wake
-		pending := w.retake
-		c.mu.Unlock()
-		if pending {
-			return actor.ErrWatchPending
-		}
-		return nil
+		_, err := c.rewatch(ch, wake)
+		return err
 	}
 	if w := sh.unplaced[ch]; w != nil {
 		w.wake = wake
