@@ -138,11 +138,9 @@ func (h *hub) unwatch(q *queue) bool {
 	q.subscribed.Store(false)
 	c.mu.Unlock()
 	if ok {
-		ctx, cancel := context.WithTimeout(context.Background(), h.s.opts.Timeout)
-		defer cancel()
 		// On a failure the channel is still forgotten: a reconnect does
 		// not subscribe it again.
-		_ = c.ps.Unsubscribe(ctx, q.channel)
+		_ = c.ps.Unsubscribe(h.s.callContext(), q.channel)
 	}
 	return ok
 }

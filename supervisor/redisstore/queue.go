@@ -220,8 +220,8 @@ func (q *queue) push(d actor.Delivery) {
 // popPushed returns the oldest pushed message whose lease has at least
 // half its time left, unless it would overtake one put back; the others
 // go back to the queue (a lease that ran out may have been delivered
-// elsewhere already). The last one pushed
-// when the queue was left empty vouches for an empty queue, like a take:
+// elsewhere already). The last one pushed when the queue was left empty
+// vouches for an empty queue, like a take:
 // every later post pushes here too or publishes a wake-up, and both
 // arrive after it (on the mailbox's pub/sub connection).
 func (q *queue) popPushed() (actor.Delivery, bool) {

@@ -144,9 +144,7 @@ func (sh *shards) unwatch(q *queue) bool {
 	c.mu.Unlock()
 	sh.mu.Unlock()
 	// Outside the lock: the watch is gone, so no move races this.
-	ctx, cancel := context.WithTimeout(context.Background(), sh.h.s.opts.Timeout)
-	defer cancel()
-	_ = c.ps.SUnsubscribe(ctx, ch)
+	_ = c.ps.SUnsubscribe(sh.h.s.callContext(), ch)
 	return true
 }
 
@@ -171,12 +169,6 @@ func (sh *shards) place(ctx context.Context) bool {
 		c.mu.Lock()
 		w := c.subs[ch]
 		ended := w.ended
-		if addr == c.addr && ended {
-			// Redis ended it, yet this master still serves the slot as far
-			// as the slots read say: ask again (a MOVED reply sends us on).
-			w.retake = true
-			settled = false
-		}
 		c.mu.Unlock()
 		switch {
 		case addr == "":
@@ -190,6 +182,12 @@ func (sh *shards) place(ctx context.Context) bool {
 		case addr != c.addr:
 			sh.move(ctx, w, c, sh.master(addr))
 		case ended:
+			// Redis ended it, yet this master still serves the slot as far
+			// as the slots read say: ask again (a MOVED reply sends us on).
+			c.mu.Lock()
+			w.retake = true
+			c.mu.Unlock()
+			settled = false
 			sh.h.s.m.moved.Inc()
 			_ = c.ps.SSubscribe(ctx, ch)
 		}

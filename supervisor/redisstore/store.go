@@ -426,13 +426,12 @@ func newClient(opts Options) (redis.UniversalClient, *redis.Options, error) {
 			return nil, nil, bad
 		}
 	}
-	t := base
 	fo := &redis.FailoverOptions{
 		MasterName: opts.MasterName, SentinelAddrs: append([]string{u.Host}, u.Query()["addr"]...), DB: db,
-		DialTimeout: t.DialTimeout, ReadTimeout: t.ReadTimeout, WriteTimeout: t.WriteTimeout, PoolTimeout: t.PoolTimeout,
-		ContextTimeoutEnabled: t.ContextTimeoutEnabled, PoolSize: t.PoolSize, ReadBufferSize: t.ReadBufferSize,
-		WriteBufferSize: t.WriteBufferSize, MaxRetries: t.MaxRetries, DialerRetries: t.DialerRetries,
-		Protocol: t.Protocol, DisableIdentity: t.DisableIdentity,
+		DialTimeout: base.DialTimeout, ReadTimeout: base.ReadTimeout, WriteTimeout: base.WriteTimeout, PoolTimeout: base.PoolTimeout,
+		ContextTimeoutEnabled: base.ContextTimeoutEnabled, PoolSize: base.PoolSize, ReadBufferSize: base.ReadBufferSize,
+		WriteBufferSize: base.WriteBufferSize, MaxRetries: base.MaxRetries, DialerRetries: base.DialerRetries,
+		Protocol: base.Protocol, DisableIdentity: base.DisableIdentity,
 	}
 	if u.User != nil {
 		// The credentials are the data nodes' (the sentinels' own
