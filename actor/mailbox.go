@@ -423,7 +423,6 @@ func (m *Mailbox) StartReceive(ctx context.Context, wait time.Duration, to Recei
 	w.cmd = getCmd{w: w, wait: wait > 0}
 	if wait > 0 {
 		w.timing = true
-		m.opts.Stats.Waiting.Add(1)
 		m.addBusy(busyPerWaiter)
 		if w.timer == nil {
 			// Made idle, so that w.timer is set before it can fire.
@@ -432,7 +431,14 @@ func (m *Mailbox) StartReceive(ctx context.Context, wait time.Duration, to Recei
 		w.timer.Reset(wait)
 	}
 	rc := Receipt{w: w, gen: gen}
-	if err := m.send(&w.cmd); err != nil {
+	err := m.send(&w.cmd)
+	if wait > 0 {
+		// Counted once the actor has taken the command, so that a command
+		// sent after the count is seen is served after this one. finish
+		// may have run already: the count dips for that moment.
+		m.opts.Stats.Waiting.Add(1)
+	}
+	if err != nil {
 		if !rc.Cancel() {
 			// The deadline came first and its "no message" is on its
 			// way to to: that is the answer.

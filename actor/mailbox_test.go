@@ -542,6 +542,48 @@ func TestDeadlineAnswersNoneAndKeepsNextMessage(t *testing.T) {
 	})
 }
 
+// A long-poll counts as waiting once the actor has taken its command, so
+// that whoever sees the count and then posts is served after the receive:
+// the post goes to that waiter, not to the queue.
+func TestWaitingCountedOnceTheActorHasTheReceive(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mb, st := startTest(t, 10)
+		busy := make(answers) // unbuffered: telling it holds the actor's goroutine
+		if _, err := mb.StartReceive(context.Background(), time.Minute, busy); err != nil {
+			t.Fatal(err)
+		}
+		go mb.Post([]byte("a"))
+		synctest.Wait() // the actor is telling busy
+
+		got := make(answers, 1)
+		started := make(chan Receipt, 1)
+		go func() {
+			rc, err := mb.StartReceive(context.Background(), time.Minute, got)
+			if err != nil {
+				t.Error(err)
+			}
+			started <- rc
+		}()
+		synctest.Wait() // the receive's command waits for the actor
+		if n := st.Waiting.Load(); n != 0 {
+			t.Errorf("Waiting = %d before the actor took the receive; want 0", n)
+		}
+		if a := <-busy; string(a.d.Message.Body) != "a" {
+			t.Fatalf("first waiter got %+v; want a", a)
+		}
+		rc := <-started
+		if n := st.Waiting.Load(); n != 1 {
+			t.Fatalf("Waiting = %d once the actor took the receive; want 1", n)
+		}
+		if r := mustPost(t, mb, "b"); r.QueueLen != 0 {
+			t.Fatalf("queue length %d; want 0: the post overtook the counted receive", r.QueueLen)
+		}
+		if d, err := got.await(context.Background(), rc); err != nil || string(d.Message.Body) != "b" {
+			t.Fatalf("second waiter got %+v, %v; want b", d, err)
+		}
+	})
+}
+
 // The actor's goroutine runs only while commands are in flight: it is gone
 // once a command is answered, and the next command starts it again on the
 // state it left. A parked waiter keeps no goroutine on the actor's side.
