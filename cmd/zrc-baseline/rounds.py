@@ -1,9 +1,9 @@
 """Summarises the load tool's JSON reports of alternating rounds, for
 stores.sh and cluster.sh: per configuration the rounds' CPU per delivered
 message, p99, throughput and verification; then each ratio asked for, as
-the median of the per-round ratios.
+the median of the per-round ratios (A/B/C/D: A/B divided by C/D).
 
-    python3 rounds.py DIR ROUNDS CONFIG,CONFIG,... [A/B:cpu|p99:LABEL ...]
+    python3 rounds.py DIR ROUNDS CONFIG,CONFIG,... [A/B[/C/D]:cpu|p99:LABEL ...]
 
 reads DIR/<CONFIG>-<round>.json for rounds 1..ROUNDS.
 """
@@ -23,7 +23,9 @@ for w, v in runs.items():
 width = max((len(spec.split(":", 2)[2]) for spec in sys.argv[4:]), default=0)
 for spec in sys.argv[4:]:
     pair, metric, label = spec.split(":", 2)
-    a, b = pair.split("/")
+    names = pair.split("/")
     f = metrics[metric]
-    v = [f(x) / f(y) for x, y in zip(runs[a], runs[b])]
+    v = [f(x) / f(y) for x, y in zip(runs[names[0]], runs[names[1]])]
+    if len(names) == 4:  # A/B/C/D: A/B against C/D, round by round
+        v = [r / (f(x) / f(y)) for r, x, y in zip(v, runs[names[2]], runs[names[3]])]
     print(f"{label + ':':<{width + 1}} {statistics.median(v):.2f}x  (rounds: {', '.join(f'{x:.2f}' for x in v)})")

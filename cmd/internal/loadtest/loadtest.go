@@ -31,8 +31,12 @@ type Config struct {
 	// URL is the server's base URL, e.g. http://127.0.0.1:8080, or the
 	// base URLs of several nodes that share one store, separated by
 	// commas: mailbox i's long-polls go to node i mod N and its posts to
-	// node i+1 mod N, so every message crosses from one node to another.
+	// node i+1 mod N, so every message crosses from one node to another
+	// (unless SameNode).
 	URL string
+	// SameNode sends each mailbox's posts to the node of its long-polls,
+	// as a load balancer that routes by path does: no message crosses.
+	SameNode bool
 	// MetricsURL is where the server's Prometheus metrics are read; ""
 	// is every node's URL + "/metrics", their counters summed; "-" reads
 	// none. A server without metrics (cmd/zrc-baseline) is detected and
@@ -305,9 +309,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 }
 
 // client is the client for connection number conn to mailbox mb's node:
-// its long-polls' (hop 0) or its posts' (hop 1), on one of the source
-// addresses. With one node both are the same.
+// its long-polls' (hop 0) or its posts' (hop 1, the next node unless
+// SameNode), on one of the source addresses. With one node both are the
+// same.
 func (r *run) client(mb, conn, hop int) *client.Client {
+	if r.cfg.SameNode {
+		hop = 0
+	}
 	byAddr := r.clients[(mb+hop)%len(r.clients)]
 	return byAddr[conn%len(byAddr)]
 }

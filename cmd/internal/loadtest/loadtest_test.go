@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -514,38 +515,43 @@ func (n *byNode) wrap(h http.Handler) http.Handler {
 
 // Several nodes sharing one engine, as nodes share one store: every
 // message is verified across them, and each mailbox's posts go to one
-// node and its long-polls to another.
+// node and its long-polls to another, or with SameNode both to one.
 func TestRunSpreadsOverNodes(t *testing.T) {
-	set := metrics.NewSet()
-	sup := supervisor.New(supervisor.Options{MaxQueueLength: 100, TTL: 5 * time.Minute, IdleTimeout: time.Hour,
-		EvictionInterval: time.Hour, MaxMailboxes: 1000, MemoryLimit: 16 << 20, Metrics: set})
-	t.Cleanup(sup.Close)
-	h := httpapi.New(httpapi.Deps{Mailboxes: sup, Metrics: set, Options: httpapi.Options{
-		MaxMessageSize: 4096, LongPollDefault: time.Second, LongPollMax: 10 * time.Second, ServeMetrics: true}})
-	nodes := []*byNode{{posts: map[string]bool{}, gets: map[string]bool{}}, {posts: map[string]bool{}, gets: map[string]bool{}}}
-	var urls []string
-	for _, n := range nodes {
-		srv := httptest.NewServer(n.wrap(h))
-		t.Cleanup(func() { srv.CloseClientConnections(); srv.Close() })
-		urls = append(urls, srv.URL)
-	}
-	cfg := shortConfig(strings.Join(urls, ","))
-	cfg.MetricsURL = urls[0] + "/metrics" // one engine behind both: read it once
-	rep, err := Run(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v := rep.Verification; !v.OK() || !v.Drained || v.Accepted == 0 || v.Delivered != v.Accepted {
-		t.Fatalf("verification %+v; want every accepted message delivered once, intact", v)
-	}
-	for i, n := range nodes {
-		if len(n.posts) == 0 || len(n.gets) == 0 {
-			t.Fatalf("node %d saw %d mailboxes posted to and %d polled; want both kinds of traffic", i, len(n.posts), len(n.gets))
-		}
-		for id := range n.posts {
-			if n.gets[id] {
-				t.Fatalf("node %d got both the posts and the long-polls of mailbox %s…", i, id[:8])
+	for _, sameNode := range []bool{false, true} {
+		t.Run(fmt.Sprintf("same node %v", sameNode), func(t *testing.T) {
+			set := metrics.NewSet()
+			sup := supervisor.New(supervisor.Options{MaxQueueLength: 100, TTL: 5 * time.Minute, IdleTimeout: time.Hour,
+				EvictionInterval: time.Hour, MaxMailboxes: 1000, MemoryLimit: 16 << 20, Metrics: set})
+			t.Cleanup(sup.Close)
+			h := httpapi.New(httpapi.Deps{Mailboxes: sup, Metrics: set, Options: httpapi.Options{
+				MaxMessageSize: 4096, LongPollDefault: time.Second, LongPollMax: 10 * time.Second, ServeMetrics: true}})
+			nodes := []*byNode{{posts: map[string]bool{}, gets: map[string]bool{}}, {posts: map[string]bool{}, gets: map[string]bool{}}}
+			var urls []string
+			for _, n := range nodes {
+				srv := httptest.NewServer(n.wrap(h))
+				t.Cleanup(func() { srv.CloseClientConnections(); srv.Close() })
+				urls = append(urls, srv.URL)
 			}
-		}
+			cfg := shortConfig(strings.Join(urls, ","))
+			cfg.SameNode = sameNode
+			cfg.MetricsURL = urls[0] + "/metrics" // one engine behind both: read it once
+			rep, err := Run(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v := rep.Verification; !v.OK() || !v.Drained || v.Accepted == 0 || v.Delivered != v.Accepted {
+				t.Fatalf("verification %+v; want every accepted message delivered once, intact", v)
+			}
+			for i, n := range nodes {
+				if len(n.posts) == 0 || len(n.gets) == 0 {
+					t.Fatalf("node %d saw %d mailboxes posted to and %d polled; want both kinds of traffic", i, len(n.posts), len(n.gets))
+				}
+				for id := range n.posts {
+					if n.gets[id] != sameNode {
+						t.Fatalf("node %d: mailbox %s… polled here %v; want %v", i, id[:8], n.gets[id], sameNode)
+					}
+				}
+			}
+		})
 	}
 }

@@ -22,6 +22,7 @@ func loadTest(ctx context.Context, env Env, args []string) error {
 	var srv server
 	srv.register(fs, env)
 	var cfg loadtest.Config
+	fs.BoolVar(&cfg.SameNode, "same-node", false, "with several nodes, post to each mailbox on the node its long-polls wait on, as a load balancer routing by path would (default: on the next node, so every message crosses)")
 	fs.IntVar(&cfg.Mailboxes, "mailboxes", 100, "mailboxes (fresh random ids each run)")
 	fs.IntVar(&cfg.Pollers, "pollers", 1, "long-pollers per mailbox")
 	fs.IntVar(&cfg.Posters, "posters", 8, "concurrent posters")
