@@ -2,11 +2,14 @@ package redisstore
 
 import (
 	"bytes"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/zrc-rendezvous/zrc-rendezvous/actor"
+	"github.com/zrc-rendezvous/zrc-rendezvous/supervisor/redisstore/redistest"
 )
 
 // A mailbox's keys and channel are "<prefix>{<hex id>}:<suffix>", in
@@ -68,4 +71,38 @@ func FuzzDelivery(f *testing.F) {
 			t.Fatalf("%q decoded to %+v, which does not round-trip: %+v, %v", e, d, d2, err)
 		}
 	})
+}
+
+// At most poolSize store calls are inside go-redis at once; the others
+// wait for a place and fail as store_unavailable once Timeout has passed
+// without one. A call gives its place back however it ends.
+func TestStoreCallsWaitForAPlace(t *testing.T) {
+	rs := redistest.Start(t)
+	s := node(t, rs)
+	q := s.Queue(actor.ID{1}, &actor.Stats{})
+	for range poolSize {
+		s.calls <- struct{}{}
+	}
+	start := time.Now()
+	_, err := q.Take(time.Now())
+	const want = "message store is unavailable: take: redis: connection pool timeout"
+	if waited := time.Since(start); !errors.Is(err, actor.ErrStoreUnavailable) || err.Error() != want ||
+		waited < s.opts.Timeout || waited > s.opts.Timeout+time.Second {
+		t.Fatalf("a take with every place held: %v after %v; want store_unavailable (pool timeout) after %v", err, waited, s.opts.Timeout)
+	}
+
+	<-s.calls // one place free
+	if _, err := q.Post(time.Now(), []byte("x"), false); err != nil {
+		t.Fatalf("post with a place free: %v", err)
+	}
+	if n := len(s.calls); n != poolSize-1 {
+		t.Fatalf("%d places held after the post; want %d: the post kept its place", n, poolSize-1)
+	}
+	rs.Stop()
+	if _, err := q.Take(time.Now()); !errors.Is(err, actor.ErrStoreUnavailable) {
+		t.Fatalf("take with Redis stopped: %v; want store_unavailable", err)
+	}
+	if n := len(s.calls); n != poolSize-1 {
+		t.Fatalf("%d places held after a failed take; want %d: the take kept its place", n, poolSize-1)
+	}
 }

@@ -89,10 +89,13 @@ type Store struct {
 	// that holds the mailbox.
 	publish string
 	hub     *hub
-	acks    *acker
-	m       storeMetrics
-	epoch   atomic.Pointer[string]
-	up      atomic.Bool
+	// calls admits poolSize store calls into go-redis at a time (see
+	// call).
+	calls chan struct{}
+	acks  *acker
+	m     storeMetrics
+	epoch atomic.Pointer[string]
+	up    atomic.Bool
 
 	ttlUS, leaseUS string // script arguments, formatted once
 	maxLen         string
@@ -136,6 +139,7 @@ func New(opts Options) (*Store, error) {
 		opts:     opts,
 		log:      opts.Logger,
 		rdb:      rdb,
+		calls:    make(chan struct{}, poolSize),
 		nodeOpts: nodeOpts,
 		publish:  "PUBLISH",
 		ttlUS:    fmt.Sprint(opts.TTL.Microseconds()),
@@ -283,7 +287,18 @@ func (s *Store) key(hexID, suffix string) string {
 // failure, and turns Redis' failures into the engine's errors.
 func (s *Store) call(op op, script *redis.Script, keys []string, args ...any) (any, error) {
 	start := time.Now()
-	ctx := s.callContext()
+	at := start.Add(s.opts.Timeout)
+	// A burst of new long-polls starts thousands of actors at once. Those
+	// beyond poolSize wait here, in a shallow frame, rather than deep in
+	// go-redis for a pooled connection: a goroutine waiting there has
+	// grown its stack, and the heap those stacks took stayed behind, idle,
+	// after the burst (docs/performance.md).
+	if err := s.enter(at); err != nil {
+		s.m.observe(op, time.Since(start), err)
+		return nil, s.failed(op, err)
+	}
+	defer func() { <-s.calls }()
+	ctx := deadline{context.Background(), at}
 	var res any
 	var err error
 	if op == opPost && s.opts.WaitReplicas > 0 {
@@ -296,6 +311,24 @@ func (s *Store) call(op op, script *redis.Script, keys []string, args ...any) (a
 		return nil, s.failed(op, err)
 	}
 	return res, nil
+}
+
+// enter takes one of the calls' places, waiting until at at most; the
+// timer is only made when every place is taken.
+func (s *Store) enter(at time.Time) error {
+	select {
+	case s.calls <- struct{}{}:
+		return nil
+	default:
+	}
+	t := time.NewTimer(time.Until(at))
+	defer t.Stop()
+	select {
+	case s.calls <- struct{}{}:
+		return nil
+	case <-t.C:
+		return redis.ErrPoolTimeout
+	}
 }
 
 // deadline is a context that carries a deadline and nothing to wait on:
