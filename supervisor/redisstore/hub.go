@@ -100,10 +100,23 @@ func (h *hub) watch(q *queue, wake actor.Waker) error {
 	if ok, err := c.rewatch(q.channel, wake); ok {
 		return err
 	}
+	return c.add(q, wake)
+}
+
+// add keeps a new watch of q on c and subscribes its channel there;
+// actor.ErrWatchPending: the actor is woken once Redis confirms it.
+func (c *subConn) add(q *queue, wake actor.Waker) error {
 	c.mu.Lock()
 	c.subs[q.channel] = &watch{q: q, wake: wake, retake: true}
 	c.mu.Unlock()
-	if err := c.ps.Subscribe(h.s.callContext(), q.channel); err != nil {
+	ctx := q.s.callContext()
+	var err error
+	if c.sharded {
+		err = c.ps.SSubscribe(ctx, q.channel)
+	} else {
+		err = c.ps.Subscribe(ctx, q.channel)
+	}
+	if err != nil {
 		return err
 	}
 	return actor.ErrWatchPending

@@ -104,22 +104,15 @@ func (sh *shards) watch(q *queue, wake actor.Waker) error {
 		w.wake = wake
 		return errNoMaster
 	}
-	w := &watch{q: q, wake: wake, retake: true}
 	addr := sh.owner(slotOf(ch))
 	if addr == "" {
-		sh.unplaced[ch] = w
+		sh.unplaced[ch] = &watch{q: q, wake: wake, retake: true}
 		sh.kick()
 		return errNoMaster
 	}
 	c := sh.master(addr)
-	c.mu.Lock()
-	c.subs[ch] = w
-	c.mu.Unlock()
 	sh.placed[ch] = c
-	if err := c.ps.SSubscribe(sh.h.s.callContext(), ch); err != nil {
-		return err
-	}
-	return actor.ErrWatchPending
+	return c.add(q, wake)
 }
 
 // unwatch ends q's watch and reports whether there was one.
